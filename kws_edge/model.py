@@ -1,0 +1,243 @@
+"""Model runner: a ``.tflite`` file plus its manifest, checked against each other, run on MFCC windows.
+
+The interpreter is LiteRT (``ai-edge-litert``) when installed, else ``tflite-runtime`` (2.14, which
+needs ``numpy<2``). Input quantization comes from the tensor's own scale and zero point.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from kws_edge import manifest as mf
+from kws_edge.errors import ModelError
+
+_DTYPES = {"int8": np.int8, "uint8": np.uint8, "float32": np.float32}
+
+
+def interpreter_backend() -> tuple[str, Callable[..., Any]]:
+    """Return (name, factory) of the best available TFLite interpreter.
+
+    ``KWS_EDGE_INTERPRETER=tflite-runtime`` forces the fallback (used by its test).
+    """
+    forced = os.environ.get("KWS_EDGE_INTERPRETER", "")
+    if forced != "tflite-runtime":
+        try:
+            from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+            def litert(**kw: Any) -> Any:
+                # Reference kernels: bit-exact with TFLite Micro, and faster than XNNPACK for tiny models.
+                return Interpreter(
+                    experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+                    num_threads=1, **kw)
+
+            return "ai-edge-litert", litert
+        except ImportError:
+            if forced == "ai-edge-litert":
+                raise ModelError("KWS_EDGE_INTERPRETER=ai-edge-litert but ai-edge-litert is not installed") \
+                    from None
+    try:
+        from tflite_runtime.interpreter import Interpreter as TfliteInterpreter
+    except ImportError:
+        raise ModelError(
+            "no TFLite interpreter: install ai-edge-litert (pip install ai-edge-litert), or "
+            "tflite-runtime with numpy<2 on platforms without LiteRT wheels"
+        ) from None
+
+    def tflite(**kw: Any) -> Any:
+        return TfliteInterpreter(num_threads=1, **kw)
+
+    return "tflite-runtime", tflite
+
+
+def quantize(x: npt.NDArray[np.floating[Any]], scale: float, zero_point: int, dtype: str) -> npt.NDArray[Any]:
+    """Float -> integer with the tensor's scale and zero point: round half to even (C: nearbyintf), then clip."""
+    if dtype == "float32":
+        return np.asarray(x, dtype=np.float32)
+    info = np.iinfo(_DTYPES[dtype])
+    q = np.rint(np.asarray(x, dtype=np.float64) / scale) + zero_point
+    return np.clip(q, info.min, info.max).astype(_DTYPES[dtype])
+
+
+def dequantize(q: npt.NDArray[Any], scale: float, zero_point: int) -> npt.NDArray[np.float64]:
+    if q.dtype == np.float32:
+        return q.astype(np.float64)
+    return (q.astype(np.float64) - zero_point) * scale
+
+
+def model_ops(interpreter: Any) -> list[str]:
+    """Sorted unique builtin op names used by a loaded interpreter."""
+    try:
+        details = interpreter._get_ops_details()
+    except AttributeError:  # tflite-runtime < 2.5
+        return []
+    return sorted({d["op_name"] for d in details})
+
+
+@dataclass(frozen=True)
+class _Quant:
+    scale: float
+    zero_point: int
+    dtype: str
+
+
+class ModelRunner:
+    """One loaded model: ``run(window)`` maps a (window_frames, numcep) MFCC window to label posteriors."""
+
+    def __init__(self, manifest: mf.Manifest, interpreter: Any, backend: str) -> None:
+        self.manifest = manifest
+        self.backend = backend
+        self._interp = interpreter
+        inp = interpreter.get_input_details()[0]
+        out = interpreter.get_output_details()[0]
+        self._in_index, self._out_index = inp["index"], out["index"]
+        self._in_shape = tuple(inp["shape"])
+        self._in = _Quant(manifest.input.scale, manifest.input.zero_point, manifest.input.dtype)
+        self._out = _Quant(manifest.output.scale, manifest.output.zero_point, manifest.output.dtype)
+        self._in_info = np.iinfo(_DTYPES[self._in.dtype]) if self._in.dtype != "float32" else None
+        self._qbuf = np.zeros(self._in_shape, dtype=_DTYPES[self._in.dtype])
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.manifest.labels
+
+    def quantize_input(self, window: npt.NDArray[np.float64]) -> npt.NDArray[Any]:
+        return quantize(window, self._in.scale, self._in.zero_point, self._in.dtype).reshape(self._in_shape)
+
+    def run_quantized(self, q: npt.NDArray[Any]) -> npt.NDArray[Any]:
+        """Run on an already quantized input; return the raw output tensor (int8 for int8 models)."""
+        self._interp.set_tensor(self._in_index, q.reshape(self._in_shape))
+        self._interp.invoke()
+        return np.array(self._interp.get_tensor(self._out_index)).reshape(-1)
+
+    def run(self, window: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """Posteriors (one per label, float) for one (window_frames, numcep) float MFCC window."""
+        q = self._qbuf.reshape(-1)
+        if self._in_info is None:
+            q[:] = window.reshape(-1)
+        else:
+            # Same arithmetic as quantize(), without temporaries: round, shift, clip, cast.
+            scaled = np.rint(window.reshape(-1) / self._in.scale)
+            scaled += self._in.zero_point
+            np.clip(scaled, self._in_info.min, self._in_info.max, out=scaled)
+            q[:] = scaled
+        self._interp.set_tensor(self._in_index, self._qbuf)
+        self._interp.invoke()
+        raw = self._interp.get_tensor(self._out_index).reshape(-1)
+        return dequantize(raw, self._out.scale, self._out.zero_point)
+
+
+def _check_against_model(m: mf.Manifest, interp: Any, path: Path) -> None:
+    inp = interp.get_input_details()
+    out = interp.get_output_details()
+    if len(inp) != 1 or len(out) != 1:
+        raise ModelError(f"{path}: expected 1 input and 1 output tensor, found {len(inp)} and {len(out)}")
+    for role, spec, det in (("input", m.input, inp[0]), ("output", m.output, out[0])):
+        shape = tuple(int(d) for d in det["shape"])
+        dtype = np.dtype(det["dtype"]).name
+        if shape != spec.shape:
+            raise ModelError(f"{path}: {role} shape is {list(shape)} but the manifest says {list(spec.shape)}")
+        if dtype != spec.dtype:
+            raise ModelError(f"{path}: {role} dtype is {dtype} but the manifest says {spec.dtype}")
+        if spec.dtype != "float32":
+            scale, zp = det["quantization"]
+            if not np.isclose(scale, spec.scale, rtol=1e-6) or int(zp) != spec.zero_point:
+                raise ModelError(
+                    f"{path}: {role} quantization is scale={scale:g} zero_point={zp} but the manifest says "
+                    f"scale={spec.scale:g} zero_point={spec.zero_point}"
+                )
+    ops = model_ops(interp)
+    if ops and m.ops and sorted(m.ops) != ops:
+        raise ModelError(f"{path}: model uses ops {ops} but the manifest lists {sorted(m.ops)}")
+
+
+def load_model(manifest_path: Path | str) -> ModelRunner:
+    """Load a manifest and its model file, check them against each other, return a runner."""
+    m = mf.load(manifest_path)
+    path = m.model_path
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ModelError(f"{path}: model file named by {m.path} not found") from None
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != m.sha256:
+        raise ModelError(
+            f"{path}: sha256 is {digest[:12]}... but {m.path} expects {m.sha256[:12]}...; "
+            "the model and its manifest do not belong together (re-export the model)"
+        )
+    if len(data) != m.size_bytes:
+        raise ModelError(f"{path}: size is {len(data)} bytes but the manifest says {m.size_bytes}")
+    backend, factory = interpreter_backend()
+    try:
+        interp = factory(model_content=data)
+        interp.allocate_tensors()
+    except (ValueError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"{path}: not a usable TFLite model ({first})") from None
+    _check_against_model(m, interp, path)
+    return ModelRunner(m, interp, backend)
+
+
+def model_dirs() -> list[Path]:
+    """Where models are looked up by name, first match wins."""
+    dirs = [Path(p) for p in os.environ.get("KWS_EDGE_MODELS", "").split(os.pathsep) if p]
+    dirs += [Path(__file__).resolve().parent.parent / "models", Path("/var/lib/kws-edge/models"),
+             Path("/usr/share/kws-edge/models")]
+    return dirs
+
+
+def installed_manifests() -> list[Path]:
+    """Every ``*.json`` manifest in the model directories, one per model name (first directory wins)."""
+    seen: dict[str, Path] = {}
+    for d in model_dirs():
+        for path in sorted(d.glob("*.json")) if d.is_dir() else []:
+            if path.name.endswith(".report.json"):
+                continue
+            seen.setdefault(path.stem, path)
+    return list(seen.values())
+
+
+def resolve_manifest(spec: str) -> Path:
+    """``--model`` value -> manifest path: a .json, a .tflite with its .json beside it, or a model name."""
+    path = Path(spec)
+    if path.suffix == ".tflite":
+        manifest = path.with_suffix(".json")
+        if not path.exists():
+            raise ModelError(f"{path}: no such model file")
+        if not manifest.exists():
+            raise ModelError(f"{path}: its manifest {manifest.name} is missing; every model needs one")
+        return manifest
+    if path.suffix == ".json" or os.sep in spec:
+        if not path.exists():
+            raise ModelError(f"{path}: no such manifest")
+        return path
+    for d in model_dirs():
+        candidate = d / f"{spec}.json"
+        if candidate.exists():
+            return candidate
+    names = ", ".join(p.stem for p in installed_manifests()) or "none installed"
+    raise ModelError(f"unknown model {spec!r}; installed models: {names}")
+
+
+def load_models(specs: list[str] | None) -> list[ModelRunner]:
+    """Load the named models, or every installed model when ``specs`` is empty."""
+    paths = [resolve_manifest(s) for s in specs] if specs else installed_manifests()
+    if not paths:
+        raise ModelError("no models installed; train one with 'kws-edge train' or pass --model PATH")
+    runners = [load_model(p) for p in paths]
+    names = [r.name for r in runners]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ModelError(f"model(s) {', '.join(dup)} given twice")
+    return runners
