@@ -1,0 +1,58 @@
+"""Small real models for other parts' tests (MQTT, daemon, firmware): built and exported in seconds.
+
+``make_tiny_model`` builds a DS-CNN of a few hundred parameters with seeded random weights and exports
+it with the real export path (int8 ``.tflite``, float ``.tflite``, manifest, C array), so the files it
+writes are exactly what ``kws-edge train`` would ship, only untrained. Its outputs are close to uniform:
+tests that need detections should pass a low threshold override.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from kws_edge.features import FeatureParams, mfcc
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def representative_noise_windows(n: int, seed: int, params: FeatureParams | None = None) -> np.ndarray:
+    """``n`` MFCC windows of 1 s of seeded noise and tones at several levels (a calibration set)."""
+    params = params or FeatureParams()
+    rng = np.random.default_rng(seed)
+    t = np.arange(params.sample_rate) / params.sample_rate
+    out = []
+    for i in range(n):
+        level = 10.0 ** rng.uniform(0.5, 4.0)
+        x = level * rng.standard_normal(params.sample_rate)
+        if i % 2:
+            x += level * 3 * np.sin(2 * np.pi * rng.uniform(100, 3000) * t)
+        if i % 5 == 0:
+            x *= 0.0
+        out.append(mfcc(np.clip(x, -32768, 32767).astype(np.int16), params))
+    return np.stack(out).astype(np.float32)
+
+
+def make_tiny_model(out_dir: Path, name: str = "tiny",
+                    labels: Sequence[str] = ("_silence_", "_unknown_", "yes", "no"),
+                    keywords: Sequence[str] = ("yes", "no"), seed: int = 0) -> Path:
+    """Build, quantize and export a tiny seeded DS-CNN into ``out_dir``; return its manifest path."""
+    import keras
+
+    from training.export import ExportSpec, export_model
+    from training.model import DsCnnConfig, build_dscnn
+
+    keras.utils.set_random_seed(seed)
+    params = FeatureParams()
+    window = params.frames_for(params.sample_rate)
+    model = build_dscnn(DsCnnConfig(filters=8, blocks=1, dropout=0.0), (window, params.numcep), len(labels))
+    spec = ExportSpec(
+        name=name, kind="wakeword" if len(keywords) == 1 else "commands", labels=tuple(labels),
+        keywords=tuple(keywords), thresholds={k: 0.5 for k in keywords}, features=params,
+        description="tiny untrained test model (seeded random weights)",
+    )
+    return export_model(model, spec, representative_noise_windows(16, seed, params), Path(out_dir),
+                        training={"recipe": "training.testing.make_tiny_model", "seed": seed})
