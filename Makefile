@@ -26,6 +26,12 @@ setup: .setup-stamp
 	[ -x $(PY) ] || python3 -m venv .venv
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[pi,train,dev]'
+	@# The fallback interpreter, tflite-runtime 2.14, needs numpy<2: it gets its own small venv,
+	@# which tests/test_tflite_runtime.py uses when it exists.
+	[ -x .venv-tflite/bin/python ] || python3 -m venv .venv-tflite
+	.venv-tflite/bin/python -m pip install -q "numpy<2" tflite-runtime python-speech-features scipy \
+		|| echo "warning: tflite-runtime fallback venv not installed (no wheel for this platform?)"
+	.venv-tflite/bin/python -m pip install -q --no-deps -e .
 	touch $@
 
 # The main job on its embedded defaults: the default microphone if there is one, else the demo
@@ -44,4 +50,4 @@ bench: setup
 	$(PY) benchmarks/pipeline_bench.py --out benchmarks/results/
 
 clean:
-	rm -rf .venv .setup-stamp
+	rm -rf .venv .venv-tflite .setup-stamp

@@ -50,6 +50,7 @@ class _Slot:
     decision: Decision
     window: int
     stride: int
+    last: npt.NDArray[np.float64] | None = None  # latest posteriors, for live views
 
 
 @dataclass
@@ -120,12 +121,23 @@ class Detector:
             g.fill = 0
             for s in g.slots:
                 s.decision.reset()
+                s.last = None
         self.times = StageTimes()
 
     @property
     def thresholds(self) -> dict[str, float]:
         return {kw: thr for g in self._groups for s in g.slots
                 for kw, thr in s.decision.params.thresholds.items()}
+
+    def latest_scores(self) -> dict[str, float]:
+        """Latest raw posterior per keyword (0 before the first model run); for live views."""
+        scores: dict[str, float] = {}
+        for g in self._groups:
+            for s in g.slots:
+                labels = s.runner.labels
+                for kw in s.decision.params.thresholds:
+                    scores[kw] = float(s.last[labels.index(kw)]) if s.last is not None else 0.0
+        return scores
 
     def process(self, samples: npt.ArrayLike) -> list[Detection]:
         """Feed a chunk of any length; return detections fired inside it."""
@@ -168,6 +180,7 @@ class Detector:
                 now_ms = (end_sample * 1000) // p.sample_rate
                 t0 = clock() if clock else 0.0
                 post = s.runner.run(window)
+                s.last = post
                 t1 = clock() if clock else 0.0
                 events = s.decision.update(post, now_ms)
                 if clock:
