@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import shutil
 import subprocess
 import sys
@@ -103,8 +102,12 @@ def naive_baseline(detector: Detector, signal: np.ndarray) -> float:
 def detect_rss(wav: Path, models: list[str]) -> float:
     """Peak RSS (MB) of ``kws-edge detect`` on the file, in a child process."""
     cmd = [sys.executable, "-m", "kws_edge", "detect", str(wav)] + [a for m in models for a in ("--model", m)]
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode:
+        raise SystemExit(f"kws-edge detect failed with exit code {proc.returncode}: {' '.join(cmd)}")
+    return usage.ru_maxrss / 1024.0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -139,13 +139,26 @@ class FeatureParams:
 
 
 def mel_filterbank(params: FeatureParams) -> FloatArray:
-    """The (nfilt, nfft//2+1) triangular filterbank, built exactly as python_speech_features does."""
-    from python_speech_features.base import get_filterbanks
+    """The (nfilt, nfft//2+1) triangular mel filterbank of python_speech_features, value for value.
 
-    fb: FloatArray = get_filterbanks(
-        params.nfilt, params.nfft, params.sample_rate, params.lowfreq, params.highfreq
-    )
-    return fb
+    Filter edges are equally spaced on the mel scale (2595 log10(1 + f/700)) and snapped down to FFT
+    bins with floor((nfft+1) f / rate), as the library does; tests compare it with the library's. Built
+    here so the runtime does not import scipy (30 MB of RSS) just for this table.
+    """
+    def to_mel(hz: float) -> float:
+        return 2595.0 * math.log10(1.0 + hz / 700.0)
+
+    mels = np.linspace(to_mel(params.lowfreq), to_mel(params.highfreq), params.nfilt + 2)
+    hz = 700.0 * (10.0 ** (mels / 2595.0) - 1.0)
+    edges = np.floor((params.nfft + 1) * hz / params.sample_rate)
+    bank = np.zeros((params.nfilt, params.nfft // 2 + 1))
+    for j in range(params.nfilt):
+        left, centre, right = edges[j], edges[j + 1], edges[j + 2]
+        rising = np.arange(int(left), int(centre))
+        bank[j, rising] = (rising - left) / (centre - left)
+        falling = np.arange(int(centre), int(right))
+        bank[j, falling] = (right - falling) / (right - centre)
+    return bank
 
 
 def dct_lifter_matrix(params: FeatureParams) -> FloatArray:

@@ -90,3 +90,27 @@ def test_from_dict_round_trip_and_errors() -> None:
         FeatureParams.from_dict({k: v for k, v in p.to_dict().items() if k != "nfft"})
     with pytest.raises(ValueError, match="numcep: expected int"):
         FeatureParams.from_dict({**p.to_dict(), "numcep": "10"})
+
+
+NARROWBAND = FeatureParams(nfilt=64, nfft=2048, lowfreq=60.0, highfreq=3800.0, sample_rate=8000, winlen=0.064,
+                           winstep=0.032)
+
+
+@pytest.mark.parametrize("params", [*PARAMS, NARROWBAND])
+def test_filterbank_equals_library(params: FeatureParams) -> None:
+    from python_speech_features.base import get_filterbanks
+
+    from kws_edge.features import mel_filterbank
+
+    ref = get_filterbanks(params.nfilt, params.nfft, params.sample_rate, params.lowfreq, params.highfreq)
+    np.testing.assert_array_equal(mel_filterbank(params), ref)
+
+
+def test_runtime_does_not_import_scipy() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np; from kws_edge.features import FeatureParams, mfcc; "
+            "mfcc(np.zeros(16000, np.int16), FeatureParams()); print('scipy' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
