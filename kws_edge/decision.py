@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 from dataclasses import dataclass
 
 from kws_edge.errors import ConfigError
@@ -72,7 +73,7 @@ class Decision:
     def reset(self) -> None:
         self._state = {kw: _KeywordState() for _, kw, _ in self._slots}
 
-    def update(self, posteriors: Sequence[float], now_ms: int) -> list[Event]:
+    def update(self, posteriors: Sequence[float] | Any, now_ms: int) -> list[Event]:
         """Feed one model output (a posterior per label) observed at ``now_ms``; return events."""
         events: list[Event] = []
         horizon = now_ms - self.params.smoothing_ms

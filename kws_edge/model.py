@@ -19,7 +19,8 @@ import numpy.typing as npt
 from kws_edge import manifest as mf
 from kws_edge.errors import ModelError
 
-_DTYPES = {"int8": np.int8, "uint8": np.uint8, "float32": np.float32}
+_DTYPES: dict[str, type[Any]] = {"int8": np.int8, "uint8": np.uint8, "float32": np.float32}
+_INT_RANGE = {"int8": (-128, 127), "uint8": (0, 255)}
 
 
 def interpreter_backend() -> tuple[str, Callable[..., Any]]:
@@ -61,9 +62,9 @@ def quantize(x: npt.NDArray[np.floating[Any]], scale: float, zero_point: int, dt
     """Float -> integer with the tensor's scale and zero point: round half to even (C: nearbyintf), then clip."""
     if dtype == "float32":
         return np.asarray(x, dtype=np.float32)
-    info = np.iinfo(_DTYPES[dtype])
+    lo, hi = _INT_RANGE[dtype]
     q = np.rint(np.asarray(x, dtype=np.float64) / scale) + zero_point
-    return np.clip(q, info.min, info.max).astype(_DTYPES[dtype])
+    return np.clip(q, lo, hi).astype(_DTYPES[dtype])
 
 
 def dequantize(q: npt.NDArray[Any], scale: float, zero_point: int) -> npt.NDArray[np.float64]:
@@ -101,7 +102,7 @@ class ModelRunner:
         self._in_shape = tuple(inp["shape"])
         self._in = _Quant(manifest.input.scale, manifest.input.zero_point, manifest.input.dtype)
         self._out = _Quant(manifest.output.scale, manifest.output.zero_point, manifest.output.dtype)
-        self._in_info = np.iinfo(_DTYPES[self._in.dtype]) if self._in.dtype != "float32" else None
+        self._in_range = _INT_RANGE.get(self._in.dtype)
         self._qbuf = np.zeros(self._in_shape, dtype=_DTYPES[self._in.dtype])
 
     @property
@@ -124,13 +125,13 @@ class ModelRunner:
     def run(self, window: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         """Posteriors (one per label, float) for one (window_frames, numcep) float MFCC window."""
         q = self._qbuf.reshape(-1)
-        if self._in_info is None:
+        if self._in_range is None:
             q[:] = window.reshape(-1)
         else:
             # Same arithmetic as quantize(), without temporaries: round, shift, clip, cast.
             scaled = np.rint(window.reshape(-1) / self._in.scale)
             scaled += self._in.zero_point
-            np.clip(scaled, self._in_info.min, self._in_info.max, out=scaled)
+            np.clip(scaled, self._in_range[0], self._in_range[1], out=scaled)
             q[:] = scaled
         self._interp.set_tensor(self._in_index, self._qbuf)
         self._interp.invoke()
