@@ -6,9 +6,10 @@ needs ``numpy<2``). Input quantization comes from the tensor's own scale and zer
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,13 +32,12 @@ def interpreter_backend() -> tuple[str, Callable[..., Any]]:
     forced = os.environ.get("KWS_EDGE_INTERPRETER", "")
     if forced != "tflite-runtime":
         try:
-            from ai_edge_litert.interpreter import Interpreter, OpResolverType
+            from ai_edge_litert.interpreter import Interpreter
 
             def litert(**kw: Any) -> Any:
-                # Reference kernels: bit-exact with TFLite Micro, and faster than XNNPACK for tiny models.
-                return Interpreter(
-                    experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
-                    num_threads=1, **kw)
+                # Default op resolver with XNNPACK: ~4x faster than the builtin kernels for a DS-CNN
+                # (58 vs 257 us for the 64x4 reference size here); rarely 1 LSB off TFLite Micro.
+                return Interpreter(num_threads=1, **kw)
 
             return "ai-edge-litert", litert
         except ImportError:
@@ -79,7 +79,8 @@ def model_ops(interpreter: Any) -> list[str]:
         details = interpreter._get_ops_details()
     except AttributeError:  # tflite-runtime < 2.5
         return []
-    return sorted({d["op_name"] for d in details})
+    # With XNNPACK the delegated nodes stay listed, plus one DELEGATE node that is not a model op.
+    return sorted({d["op_name"] for d in details} - {"DELEGATE"})
 
 
 @dataclass(frozen=True)
@@ -139,6 +140,23 @@ class ModelRunner:
         return dequantize(raw, self._out.scale, self._out.zero_point)
 
 
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """Silence C-level writes to fd 2 (not Python exceptions, which are raised after it is restored)."""
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def _check_against_model(m: mf.Manifest, interp: Any, path: Path) -> None:
     inp = interp.get_input_details()
     out = interp.get_output_details()
@@ -181,8 +199,9 @@ def load_model(manifest_path: Path | str) -> ModelRunner:
         raise ModelError(f"{path}: size is {len(data)} bytes but the manifest says {m.size_bytes}")
     backend, factory = interpreter_backend()
     try:
-        interp = factory(model_content=data)
-        interp.allocate_tensors()
+        with _quiet_stderr():  # LiteRT prints "INFO: Created TensorFlow Lite XNNPACK delegate" on fd 2
+            interp = factory(model_content=data)
+            interp.allocate_tensors()
     except (ValueError, RuntimeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"{path}: not a usable TFLite model ({first})") from None
