@@ -69,6 +69,8 @@ def read_wav(path: Path | str, sample_rate: int = 16000) -> Int16Array:
             f"{path}: truncated: the header announces {nframes} frames but the file holds "
             f"{len(raw) // frame_bytes}"
         )
+    if width == 2 and channels == 1 and rate == sample_rate:  # the common case: no conversion at all
+        return np.frombuffer(raw, dtype="<i2").astype(np.int16)
     if width == 1:
         data = (np.frombuffer(raw, dtype=np.uint8).astype(np.int32) - 128) << 8
     elif width == 2:
