@@ -18,7 +18,7 @@ constexpr int kMaxKeywords = 16;
 // History entries per keyword. decision.py keeps every entry inside smoothing_ms; this port keeps the
 // newest kMaxHistory, which is the same as long as fewer than kMaxHistory model runs fall inside
 // smoothing_ms (at a 60 ms stride and 200 ms smoothing there are at most 4).
-constexpr int kMaxHistory = 64;
+constexpr int kMaxHistory = 32;
 
 struct DecisionConfig {
   int num_labels;
