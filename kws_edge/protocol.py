@@ -208,7 +208,9 @@ class LineReader:
         while True:
             end = self._buf.find(b"\n")
             if end < 0:
-                if len(self._buf) > MAX_LINE:
+                if self._discarding:
+                    self._buf.clear()
+                elif len(self._buf) > MAX_LINE:
                     self._count_corrupt(f"line longer than {MAX_LINE} bytes")
                     self._buf.clear()
                     self._discarding = True
