@@ -1,0 +1,91 @@
+"""The daemon's other inputs and modes: the Nano's serial line (real pty) and ``kws-edge run --demo``."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import tty
+from pathlib import Path
+
+import pytest
+
+from kws_edge import manifest as mf
+from tests.test_service_support import (
+    KWS_EDGE,
+    Broker,
+    Subscriber,
+    hermetic_env,
+    needs_mosquitto,
+    noise_wav,
+    tiny_model,
+    wait_until,
+)
+
+
+@needs_mosquitto
+def test_serial_detections_are_published_with_source_mcu(tmp_path: Path) -> None:
+    pytest.importorskip("serial")
+    protocol = pytest.importorskip("kws_edge.protocol")
+    model = tiny_model()
+    sha = mf.load(model).sha256
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    config = tmp_path / "serial.toml"
+    config.write_text(f'[serial]\nenabled = true\nport = "{os.ttyname(slave)}"\nbaudrate = 115200\n')
+    wav = noise_wav(tmp_path / "noise.wav", 30.0, seed=11)
+    broker = Broker(tmp_path / "broker").start()
+    sub = Subscriber(broker, "kws_edge/+/detection")
+    log = tmp_path / "daemon.log"
+    cmd = [*KWS_EDGE, "run", "--config", str(config), "--input", str(wav), "--realtime", "--mqtt-url",
+           broker.url, "--device-id", "dev1", "--model", str(model), "--threshold", "yes=1.0", "--threshold",
+           "no=1.0", "--state-dir", str(tmp_path / "state")]
+    with open(log, "wb") as err:
+        proc = subprocess.Popen(cmd, env=hermetic_env(tmp_path), stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        wait_until(lambda: "connected to " + os.ttyname(slave) in log.read_text(), what="the bridge")
+        os.write(master, protocol.format_hello("1.0.0", sha[:8], "tiny"))
+        os.write(master, protocol.format_detection("yes", 0.875, 12345))
+        wait_until(lambda: sub.detections(), what="the Nano's detection")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        sub.close()
+        broker.stop()
+        os.close(master)
+        os.close(slave)
+    [det] = sub.detections()
+    assert (det["keyword"], det["score"], det["source"], det["model"], det["model_sha256"], det["seq"]) == \
+        ("yes", 0.875, "mcu", "tiny", sha, 1)
+
+
+def test_demo_prints_detections_and_exits_0(tmp_path: Path) -> None:
+    wav = noise_wav(tmp_path / "demo.wav", 2.0, seed=12)
+    cmd = [*KWS_EDGE, "run", "--demo", "--no-mqtt", "--input", str(wav), "--model", str(tiny_model()),
+           "--threshold", "yes=0.0"]
+    res = subprocess.run(cmd, env=hermetic_env(tmp_path), capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert len(lines) >= 1 and all(" yes " in line and "score" in line and "(tiny)" in line for line in lines)
+    assert "printing detections only" in res.stderr
+
+
+def test_demo_ctrl_c_exits_cleanly(tmp_path: Path) -> None:
+    wav = noise_wav(tmp_path / "demo.wav", 60.0, seed=13)
+    cmd = [*KWS_EDGE, "run", "--demo", "--no-mqtt", "--input", str(wav), "--model", str(tiny_model()),
+           "--threshold", "yes=0.0"]
+    proc = subprocess.Popen(cmd, env=hermetic_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()  # the first detection: the demo is running
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "yes" in first
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err and "SIGINT: shutting down" in err
