@@ -4,6 +4,7 @@
 //   kws_host mfcc   CONFIG SAMPLES.s16 FRAMES.f64 WINDOWS.bin [STATS.txt]
 //   kws_host decide CONFIG POSTERIORS.bin EVENTS.bin
 //   kws_host proto  LINES.txt
+//   kws_host sizes  SIZES.txt      (sizeof the stages: their static RAM on this target)
 //
 // CONFIG is "key value" lines (see tests/test_firmware_host.py). Binary files are little-endian:
 //   FRAMES.f64      numcep doubles per MFCC frame
@@ -225,6 +226,18 @@ int RunProto(int argc, char** argv) {
   return 0;
 }
 
+// Static RAM of the portable stages on this target (the firmware has one of each).
+int RunSizes(int argc, char** argv) {
+  if (argc < 3) return 2;
+  FILE* out = fopen(argv[2], "w");
+  if (!out) return 4;
+  fprintf(out, "feature_provider %lu\nrecognize_commands %lu\n",
+          static_cast<unsigned long>(sizeof(kws::FeatureProvider)),
+          static_cast<unsigned long>(sizeof(kws::RecognizeCommands)));
+  fclose(out);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -235,6 +248,7 @@ int main(int argc, char** argv) {
   if (strcmp(argv[1], "mfcc") == 0) return RunMfcc(argc, argv);
   if (strcmp(argv[1], "decide") == 0) return RunDecide(argc, argv);
   if (strcmp(argv[1], "proto") == 0) return RunProto(argc, argv);
+  if (strcmp(argv[1], "sizes") == 0) return RunSizes(argc, argv);
   fprintf(stderr, "unknown command %s\n", argv[1]);
   return 2;
 }
