@@ -1,0 +1,85 @@
+"""The whole ``kws-edge bench`` on a ~2-minute corpus with the null system and kws_edge (a tiny real model).
+
+No network and no peer venvs: both systems run on this interpreter, each in its own subprocess.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from benchmarks import cli
+from kws_edge.errors import ConfigError
+
+pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None or shutil.which("flite") is None,
+                                reason="espeak-ng and flite are needed to synthesize the corpus")
+
+
+def _args(tmp: Path, manifest: Path, *extra: str) -> argparse.Namespace:
+    p = argparse.ArgumentParser()
+    cli.add_arguments(p)
+    return p.parse_args(["--quick", "--systems", "null,kws_edge", "--kws-model", str(manifest), "--cache",
+                         str(tmp / "cache"), "--out", str(tmp / "out"), "--jobs", "2", *extra])
+
+
+@pytest.fixture(scope="module")
+def tiny_manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    pytest.importorskip("tensorflow")
+    from training.export import update_manifest
+    from training.testing import make_tiny_model
+
+    path = make_tiny_model(tmp_path_factory.mktemp("model"), name="tiny_hey_jarvis",
+                           labels=("_silence_", "_unknown_", "hey_jarvis"), keywords=("hey_jarvis",), seed=3)
+    # An untrained model's posteriors sit near 1/3: a threshold there makes the Detector fire, so the
+    # bench's decision replay is checked against real detections.
+    update_manifest(path, thresholds={"hey_jarvis": 0.34})
+    return path
+
+
+@pytest.fixture(scope="module")
+def bench_run(tmp_path_factory: pytest.TempPathFactory, tiny_manifest: Path) -> tuple[Path, dict]:
+    tmp = tmp_path_factory.mktemp("bench")
+    assert cli.main(_args(tmp, tiny_manifest)) == 0
+    return tmp / "out", json.loads((tmp / "out" / "results.json").read_text())
+
+
+def test_writes_results_tables_and_plots(bench_run: tuple[Path, dict]) -> None:
+    out, _ = bench_run
+    names = {p.name for p in out.iterdir()}
+    assert {"results.json", "results.md", "det_hey_jarvis.png", "frr_snr_hey_jarvis.png"} <= names
+    for png in ("det_hey_jarvis.png", "frr_snr_hey_jarvis.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    md = (out / "results.md").read_text()
+    for heading in ("## hey_jarvis: accuracy", "## hey_jarvis: cost", "## kws_edge CPU split", "## MCU figures"):
+        assert heading in md
+    assert "| kws_edge tiny_hey_jarvis |" in md
+
+
+def test_null_system_misses_everything_and_never_fires(bench_run: tuple[Path, dict]) -> None:
+    _, r = bench_run
+    null = r["systems"]["null"]["hey_jarvis"]
+    assert r["corpus"]["instances"] == 12
+    assert null["default"]["frr"] == 1.0 and null["default"]["false_accepts"] == 0
+    assert all(p["frr"] == 1.0 and p["false_accepts"] == 0 for p in null["sweep"])
+
+
+def test_kws_edge_replay_matches_its_detector_and_costs_are_measured(bench_run: tuple[Path, dict]) -> None:
+    _, r = bench_run
+    k = r["systems"]["kws_edge"]["hey_jarvis"]
+    check = k["replay_check"]
+    assert check["detector_detections"] > 0
+    assert check["differences"] == 0 and check["replay_detections"] == check["detector_detections"]
+    cost = k["cost"]
+    assert cost["cpu_s_per_audio_h"] > 0 and cost["peak_rss_mb"] > 10 and cost["threads"] >= 1
+    split = cost["split_cpu_s_per_audio_h"]
+    assert split["features"] > 0 and split["inference"] > 0
+    assert cost["inferences"] > 1000  # one run per 60 ms over ~2 minutes
+
+
+def test_unknown_system_is_a_clear_error(tmp_path: Path, tiny_manifest: Path) -> None:
+    with pytest.raises(ConfigError, match="unknown nosuch"):
+        cli.main(_args(tmp_path, tiny_manifest, "--systems", "nosuch"))
