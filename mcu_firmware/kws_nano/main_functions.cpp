@@ -4,6 +4,7 @@
 #include "main_functions.h"
 
 #include <Arduino.h>
+#include <math.h>
 
 #include "audio_provider.h"
 #include "command_responder.h"
@@ -50,7 +51,8 @@ kws::FeatureConfig MakeFeatureConfig() {
 
 bool Begin() {
   if (!g_model.Begin(&g_error)) return false;
-  if (g_model.input_zero_point() != kws_model::kInputZeroPoint) {
+  const double scale_error = fabs(g_model.input_scale() - kws_model::kInputScale);
+  if (g_model.input_zero_point() != kws_model::kInputZeroPoint || scale_error > 1e-6 * kws_model::kInputScale) {
     g_error = "quant_mismatch";  // the model data and model_settings.h come from different exports
     return false;
   }
