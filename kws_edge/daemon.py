@@ -33,6 +33,7 @@ log = logging.getLogger("kws_edge.daemon")
 DEMO_WAV = Path(__file__).resolve().parent.parent / "models" / "demo" / "demo.wav"
 STATUS_EVERY_S = 5.0
 SHUTDOWN_DRAIN_S = 5.0  # on SIGTERM: how long the broker gets to acknowledge queued detections
+STALL_S = 5.0  # an open microphone that delivers nothing for this long is closed and reopened
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -285,11 +286,15 @@ class Service:
         log.info("%s (%d Hz)", self.audio_state, mic.native_rate)
         self._mark_ready()
         dropped = 0
+        last_audio = time.monotonic()
         while not self.stop.is_set():
             chunk = mic.read(timeout=1.0)
             self._tick()
             if chunk is not None:
+                last_audio = time.monotonic()
                 self._handle(self.detector.process(chunk))
+            elif time.monotonic() - last_audio > STALL_S:
+                raise AudioError(f"microphone {mic.device_name!r} delivered no audio for {STALL_S:.0f} s")
             if mic.dropped_chunks != dropped:
                 log.warning("processing fell behind: dropped %d audio chunk(s) so far", mic.dropped_chunks)
                 dropped = mic.dropped_chunks

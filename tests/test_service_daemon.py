@@ -89,3 +89,45 @@ def test_demo_ctrl_c_exits_cleanly(tmp_path: Path) -> None:
     assert "yes" in first
     assert proc.returncode == 0, err
     assert "Traceback" not in err and "SIGINT: shutting down" in err
+
+
+def _pulseaudio(env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """The same private PulseAudio as the ``pulse`` fixture (tests/conftest.py), started again."""
+    socket_path = env["PULSE_SERVER"].removeprefix("unix:")
+    proc = subprocess.Popen(
+        ["pulseaudio", "-n", "--daemonize=no", "--exit-idle-time=-1", "--use-pid-file=no", "--disable-shm=yes",
+         "-L", f"module-native-protocol-unix socket={socket_path} auth-anonymous=1",
+         "-L", "module-null-sink sink_name=kws_sink rate=16000 channels=1 format=s16le"],
+        env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_until(lambda: subprocess.run(["pactl", "info"], env={**os.environ, **env},
+                                      capture_output=True).returncode == 0, what="PulseAudio again")
+    return proc
+
+
+def test_microphone_lost_and_back_is_survived(pulse: dict[str, str], tmp_path: Path) -> None:
+    """A real PortAudio stream from a private PulseAudio; the sound server goes away and comes back."""
+    env = {**hermetic_env(tmp_path), **pulse}
+    out, log = tmp_path / "out.txt", tmp_path / "daemon.log"
+    cmd = [*KWS_EDGE, "run", "--config", os.devnull, "--no-mqtt", "--print", "--device", "pulse",
+           "--model", str(tiny_model()), "--threshold", "yes=0.0"]  # threshold 0: fires on silence too
+    with open(out, "wb") as o, open(log, "wb") as e:
+        proc = subprocess.Popen(cmd, env=env, stdout=o, stderr=e)
+    again = None
+    try:
+        wait_until(lambda: out.read_text().count(" yes ") >= 1, what="a detection from the microphone")
+        subprocess.run(["pactl", "exit"], env={**os.environ, **pulse}, check=True)
+        wait_until(lambda: "waiting for microphone" in log.read_text(), what="the microphone retry")
+        assert proc.poll() is None
+        before = out.read_text().count(" yes ")
+        again = _pulseaudio(pulse)
+        wait_until(lambda: log.read_text().count("listening on 'pulse'") >= 2, what="the microphone back")
+        wait_until(lambda: out.read_text().count(" yes ") > before, what="detections after the comeback")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if again is not None:
+            again.terminate()
+            again.wait(10)
+    assert "Traceback" not in log.read_text()
