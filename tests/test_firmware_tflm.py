@@ -6,6 +6,7 @@
 - It runs in an arena of the manifest's ``arena_bytes`` (so its arena use is <= that).
 - The sketch registers exactly the model's ops (``.Add*()`` calls parsed from its sources).
 - RAM and flash fit the Nano 33 BLE Sense with >= 30 % headroom; the estimated inference rate is printed.
+- The whole board chain (C++ features -> TFLM -> C++ decision) gives the Pi Detector's detections.
 """
 
 from __future__ import annotations
@@ -123,3 +124,32 @@ def test_budget_fits_the_nano_with_30_percent_headroom(tiny_model: Path, tmp_pat
         assert b.flash_headroom >= 0.30
         assert b.ram_headroom >= 0.30
         assert b.runs_per_s > 0
+
+
+def test_firmware_chain_equals_the_pi_detector(tiny_model: Path, signal: np.ndarray, tmp_path: Path) -> None:
+    """C++ features -> TFLite Micro -> C++ decision gives the detections kws_edge.pipeline.Detector gives."""
+    from kws_edge.decision import DecisionParams
+    from kws_edge.model import dequantize
+    from kws_edge.pipeline import Detector
+    from tests.test_firmware_support import DecisionCase, cpp_decisions, cpp_features
+
+    host = build("host", tmp_path / "build")
+    runner = load_model(tiny_model)
+    m = runner.manifest
+    case = FeatureCase(m.features, m.input.scale, m.input.zero_point, m.window_frames, m.stride_frames)
+    _, windows, _ = cpp_features(host, signal, case, tmp_path, chunk=512, tag="chain")
+    micro = _micro(m.model_path.read_bytes(), m.arena_bytes)
+    sequence = []
+    for now_ms, q in windows:
+        micro.set_input(q.reshape(m.input.shape).astype(np.int8), 0)  # type: ignore[attr-defined]
+        micro.invoke()  # type: ignore[attr-defined]
+        raw = np.asarray(micro.get_output(0)).reshape(-1)  # type: ignore[attr-defined]
+        sequence.append((now_ms, [float(x) for x in dequantize(raw, m.output.scale, m.output.zero_point)]))
+    thresholds = {"yes": 0.3, "no": 0.2}  # the untrained model's outputs hover around 0.25-0.35
+    d = m.decision
+    params = DecisionParams({k: thresholds[k] for k in d.thresholds}, d.smoothing_ms, d.min_hits, d.refractory_ms)
+    board = cpp_decisions(host, DecisionCase(m.labels, params, sequence), tmp_path, tag="chain")
+    pi = Detector([runner], thresholds).process(signal)
+    assert len(pi) >= 3
+    assert [(e.keyword, e.t_ms) for e in board] == [(p.keyword, round(p.t * 1000)) for p in pi]
+    assert all(abs(e.score - p.score) <= m.output.scale for e, p in zip(board, pi, strict=True))  # <= 1 LSB
