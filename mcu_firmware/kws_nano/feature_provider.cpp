@@ -1,8 +1,9 @@
 // Streaming MFCC equal to python_speech_features (see feature_provider.h for the steps).
 #include "feature_provider.h"
 
-#include <float.h>
 #include <math.h>
+
+#include <cmath>
 #include <string.h>
 
 namespace kws {
@@ -10,7 +11,8 @@ namespace {
 
 constexpr double kPi = 3.14159265358979323846;
 // log(DBL_EPSILON): python_speech_features replaces an exactly zero energy by numpy's float64 eps.
-constexpr float kLogDblEpsilon = -36.04365338911715f;
+constexpr real kHalf = static_cast<real>(0.5);
+constexpr real kLogDblEpsilon = static_cast<real>(-36.04365338911715);
 
 bool IsPowerOfTwo(int n) { return n > 1 && (n & (n - 1)) == 0; }
 
@@ -40,11 +42,11 @@ Status MfccKernel::Init(const FeatureConfig& c) {
     double w = 1.0;  // numpy.hamming / numpy.hanning
     if (n > 1 && c.window == WindowKind::kHamming) w = 0.54 - 0.46 * cos(2.0 * kPi * i / (n - 1));
     if (n > 1 && c.window == WindowKind::kHann) w = 0.5 - 0.5 * cos(2.0 * kPi * i / (n - 1));
-    window_[i] = static_cast<float>(w);
+    window_[i] = static_cast<real>(w);
   }
   for (int k = 0; k < c.nfft / 2; ++k) {
-    cos_[k] = static_cast<float>(cos(2.0 * kPi * k / c.nfft));
-    sin_[k] = static_cast<float>(sin(2.0 * kPi * k / c.nfft));
+    cos_[k] = static_cast<real>(cos(2.0 * kPi * k / c.nfft));
+    sin_[k] = static_cast<real>(sin(2.0 * kPi * k / c.nfft));
   }
   // Filterbank corners exactly as get_filterbanks: numpy.linspace over mel, then floor.
   const double low_mel = HzToMel(c.lowfreq);
@@ -58,7 +60,7 @@ Status MfccKernel::Init(const FeatureConfig& c) {
       double basis = cos(kPi * (2 * j + 1) * k / (2.0 * c.nfilt));
       double scale = sqrt((k == 0 ? 1.0 : 2.0) / c.nfilt);
       double lift = c.ceplifter > 0 ? 1.0 + (c.ceplifter / 2.0) * sin(kPi * k / c.ceplifter) : 1.0;
-      dct_[j * c.numcep + k] = static_cast<float>(basis * scale * lift);
+      dct_[j * c.numcep + k] = static_cast<real>(basis * scale * lift);
     }
   }
   return Status::kOk;
@@ -73,7 +75,7 @@ void MfccKernel::RealFftPower() {
     for (; j & bit; bit >>= 1) j ^= bit;
     j ^= bit;
     if (i < j) {
-      float t = re_[i]; re_[i] = re_[j]; re_[j] = t;
+      real t = re_[i]; re_[i] = re_[j]; re_[j] = t;
       t = im_[i]; im_[i] = im_[j]; im_[j] = t;
     }
   }
@@ -82,56 +84,57 @@ void MfccKernel::RealFftPower() {
     const int stride = cfg_.nfft / len;
     for (int base = 0; base < m; base += len) {
       for (int k = 0; k < half; ++k) {
-        const float wr = cos_[k * stride], wi = -sin_[k * stride];
+        const real wr = cos_[k * stride], wi = -sin_[k * stride];
         const int a = base + k, b = a + half;
-        const float vr = re_[b] * wr - im_[b] * wi;
-        const float vi = re_[b] * wi + im_[b] * wr;
+        const real vr = re_[b] * wr - im_[b] * wi;
+        const real vi = re_[b] * wi + im_[b] * wr;
         re_[b] = re_[a] - vr; im_[b] = im_[a] - vi;
         re_[a] += vr; im_[a] += vi;
       }
     }
   }
-  const float inv_n = 1.0f / cfg_.nfft;
-  const float dc = re_[0] + im_[0], nyquist = re_[0] - im_[0];
+  const real inv_n = static_cast<real>(1) / cfg_.nfft;
+  const real dc = re_[0] + im_[0], nyquist = re_[0] - im_[0];
   power_[0] = dc * dc * inv_n;
   power_[m] = nyquist * nyquist * inv_n;
   for (int k = 1; k < m; ++k) {
-    const float a = re_[k], b = im_[k], c = re_[m - k], d = im_[m - k];
-    const float er = 0.5f * (a + c), ei = 0.5f * (b - d);   // even part
-    const float orr = 0.5f * (b + d), oi = -0.5f * (a - c);  // odd part
-    const float wr = cos_[k], wi = -sin_[k];
-    const float xr = er + wr * orr - wi * oi;
-    const float xi = ei + wr * oi + wi * orr;
+    const real a = re_[k], b = im_[k], c = re_[m - k], d = im_[m - k];
+    const real er = kHalf * (a + c), ei = kHalf * (b - d);   // even part
+    const real orr = kHalf * (b + d), oi = -kHalf * (a - c);  // odd part
+    const real wr = cos_[k], wi = -sin_[k];
+    const real xr = er + wr * orr - wi * oi;
+    const real xi = ei + wr * oi + wi * orr;
     power_[k] = (xr * xr + xi * xi) * inv_n;
   }
 }
 
-void MfccKernel::Compute(const float* frame, double* out) {
+void MfccKernel::Compute(const real* frame, double* out) {
   const int m = cfg_.nfft / 2;
   for (int i = 0; i < m; ++i) {
     const int t0 = 2 * i, t1 = 2 * i + 1;
-    re_[i] = t0 < cfg_.frame_len ? frame[t0] * window_[t0] : 0.0f;
-    im_[i] = t1 < cfg_.frame_len ? frame[t1] * window_[t1] : 0.0f;
+    re_[i] = t0 < cfg_.frame_len ? frame[t0] * window_[t0] : 0;
+    im_[i] = t1 < cfg_.frame_len ? frame[t1] * window_[t1] : 0;
   }
   RealFftPower();
-  float log_energy[kMaxNfilt];
+  real log_energy[kMaxNfilt];
   for (int j = 0; j < cfg_.nfilt; ++j) {
     const int lo = bins_[j], mid = bins_[j + 1], hi = bins_[j + 2];
-    float e = 0.0f;
-    const float rise = mid > lo ? 1.0f / (mid - lo) : 0.0f, fall = hi > mid ? 1.0f / (hi - mid) : 0.0f;
-    for (int i = lo; i < mid; ++i) e += power_[i] * (static_cast<float>(i - lo) * rise);
-    for (int i = mid; i < hi; ++i) e += power_[i] * (static_cast<float>(hi - i) * fall);
-    log_energy[j] = e == 0.0f ? kLogDblEpsilon : logf(e);
+    real e = 0;
+    const real rise = mid > lo ? static_cast<real>(1) / (mid - lo) : 0;
+    const real fall = hi > mid ? static_cast<real>(1) / (hi - mid) : 0;
+    for (int i = lo; i < mid; ++i) e += power_[i] * (static_cast<real>(i - lo) * rise);
+    for (int i = mid; i < hi; ++i) e += power_[i] * (static_cast<real>(hi - i) * fall);
+    log_energy[j] = e == 0 ? kLogDblEpsilon : std::log(e);
   }
   for (int k = 0; k < cfg_.numcep; ++k) {
-    float acc = 0.0f;
+    real acc = 0;
     for (int j = 0; j < cfg_.nfilt; ++j) acc += log_energy[j] * dct_[j * cfg_.numcep + k];
     out[k] = acc;
   }
   if (cfg_.append_energy) {
-    float total = 0.0f;
+    real total = 0;
     for (int k = 0; k <= m; ++k) total += power_[k];
-    out[0] = total == 0.0f ? kLogDblEpsilon : logf(total);
+    out[0] = total == 0 ? kLogDblEpsilon : std::log(total);
   }
 }
 
@@ -149,7 +152,7 @@ Status FeatureProvider::Init(const FeatureConfig& config) {
 
 void FeatureProvider::Reset() {
   fill_ = 0;
-  last_sample_ = 0.0f;
+  last_sample_ = 0;
   started_ = false;
   frame_ready_ = false;
   frames_ = 0;
@@ -162,9 +165,9 @@ int FeatureProvider::Feed(const int16_t* samples, int count) {
   frame_ready_ = false;
   int used = 0;
   while (used < count) {
-    const float x = samples[used++];
+    const real x = samples[used++];
     const double emph = started_ ? x - cfg_.preemph * last_sample_ : x;
-    buf_[fill_++] = static_cast<float>(emph);
+    buf_[fill_++] = static_cast<real>(emph);
     last_sample_ = x;
     started_ = true;
     if (fill_ < cfg_.frame_len) continue;
@@ -176,7 +179,7 @@ int FeatureProvider::Feed(const int16_t* samples, int count) {
     ring_head_ = (ring_head_ + 1) % cfg_.window_frames;
     ++frames_;
     frame_ready_ = true;
-    memmove(buf_, buf_ + cfg_.hop, sizeof(float) * (cfg_.frame_len - cfg_.hop));
+    memmove(buf_, buf_ + cfg_.hop, sizeof(real) * (cfg_.frame_len - cfg_.hop));
     fill_ = cfg_.frame_len - cfg_.hop;
     break;
   }

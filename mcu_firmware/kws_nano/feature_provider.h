@@ -5,8 +5,9 @@
 // (frame_len samples, every hop samples): window, real FFT of nfft points, power spectrum / nfft, the
 // triangular mel filterbank built exactly as python_speech_features.get_filterbanks builds it, log
 // (an exact zero becomes DBL_EPSILON first, as the library does), orthonormal DCT-II, cepstral lifter, and
-// coefficient 0 replaced by log(frame energy) when append_energy is set. Float32 arithmetic up to the
-// filterbank energies (the Cortex-M4F has a single-precision FPU), double after (40 logs per hop).
+// coefficient 0 replaced by log(frame energy) when append_energy is set. Float32 arithmetic (the Cortex-M4F
+// has a single-precision FPU; double is software-emulated and 13x slower, see mcu_firmware/README.md);
+// the coefficients are returned as double and quantized in double as kws_edge.model.quantize does.
 #ifndef KWS_FEATURE_PROVIDER_H_
 #define KWS_FEATURE_PROVIDER_H_
 
@@ -15,6 +16,14 @@
 namespace kws {
 
 enum class Status { kOk = 0, kBadConfig, kOverflow };
+
+// Arithmetic of the FFT, filterbank, log and DCT. float: the M4F's FPU (shipped). -DKWS_MFCC_DOUBLE builds
+// the double variant, used only to measure what float costs in accuracy (see mcu_firmware/README.md).
+#ifdef KWS_MFCC_DOUBLE
+typedef double real;
+#else
+typedef float real;
+#endif
 
 enum class WindowKind { kRectangular = 0, kHamming = 1, kHann = 2 };
 
@@ -48,19 +57,19 @@ struct FeatureConfig {
 class MfccKernel {
  public:
   Status Init(const FeatureConfig& config);
-  void Compute(const float* frame, double* out);
+  void Compute(const real* frame, double* out);
 
  private:
   void RealFftPower();
   FeatureConfig cfg_;
-  float window_[kMaxFrameLen];
-  float cos_[kMaxNfft / 2];   // cos(2 pi k / nfft)
-  float sin_[kMaxNfft / 2];   // sin(2 pi k / nfft)
-  float re_[kMaxNfft / 2];
-  float im_[kMaxNfft / 2];
-  float power_[kMaxNfft / 2 + 1];
+  real window_[kMaxFrameLen];
+  real cos_[kMaxNfft / 2];   // cos(2 pi k / nfft)
+  real sin_[kMaxNfft / 2];   // sin(2 pi k / nfft)
+  real re_[kMaxNfft / 2];
+  real im_[kMaxNfft / 2];
+  real power_[kMaxNfft / 2 + 1];
   int16_t bins_[kMaxNfilt + 2];  // filterbank corner bins
-  float dct_[kMaxNfilt * kMaxNumcep];  // DCT-II * orthonormal scale * lifter, [filter][coefficient]
+  real dct_[kMaxNfilt * kMaxNumcep];  // DCT-II * orthonormal scale * lifter, [filter][coefficient]
 };
 
 // Samples in, MFCC frames and the quantized model window out; owns all its buffers.
@@ -85,9 +94,9 @@ class FeatureProvider {
  private:
   FeatureConfig cfg_;
   MfccKernel kernel_;
-  float buf_[kMaxFrameLen];  // pre-emphasised samples of the frame being filled
+  real buf_[kMaxFrameLen];  // pre-emphasised samples of the frame being filled
   int fill_ = 0;
-  float last_sample_ = 0.0f;
+  real last_sample_ = 0;
   bool started_ = false;
   bool frame_ready_ = false;
   int64_t frames_ = 0;
