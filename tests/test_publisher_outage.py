@@ -35,14 +35,14 @@ def test_broker_restart_mid_stream_delivers_each_detection_once_in_order(tmp_pat
     expected = detect_json(wav, model)
     config = tmp_path / "fast.toml"
     config.write_text(FAST_RECONNECT)
-    broker = Broker(tmp_path / "broker", persistence=True).start()  # keeps the subscriber's session
+    broker = Broker(tmp_path / "broker", persistence=True).start()  # autosaves the subscriber session
     sub = Subscriber(broker, "kws_edge/+/detection", client_id="outage-sub")
     log = tmp_path / "daemon.log"
     proc = _start(daemon_cmd(wav, broker.url, tmp_path / "state", model, "--realtime", "--config",
                              str(config)), tmp_path, log)
     try:
         wait_until(lambda: sub.detections(), what="the first detection")
-        broker.stop(kill=False)
+        broker.stop(kill=True)  # SIGKILL: no goodbye to anyone
         wait_until(lambda: "disconnected" in log.read_text(), what="the daemon to notice the outage")
         n_before = log.read_text().count("detected ")
         wait_until(lambda: log.read_text().count("detected ") >= n_before + 2,

@@ -163,10 +163,15 @@ def test_sighup_reloads_without_reconnecting_and_sigterm_exits_0(tmp_path: Path)
     sub = Subscriber(broker)
     cmd = [*KWS_EDGE, "run", "--config", str(config), "--input", str(wav), "--realtime", "--mqtt-url",
            broker.url, "--device-id", "dev1", "--state-dir", str(tmp_path / "state")]
-    proc = subprocess.Popen(cmd, env=hermetic_env(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True)
+    log = tmp_path / "daemon.log"
+    with open(log, "wb") as err_out:
+        proc = subprocess.Popen(cmd, env=hermetic_env(tmp_path), stdout=subprocess.DEVNULL, stderr=err_out)
     try:
         wait_until(lambda: len(sub.detections()) >= 1, what="a detection before the reload")
+        config.write_text("[mqtt]\nkeepalive_s = 1\n")  # a broken edit: keep running on the old config
+        proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: "reload failed" in log.read_text(), what="the failed reload")
+        assert "mqtt.keepalive_s = 1" in log.read_text() and proc.poll() is None
         config.write_text(f'[models]\nnames = ["{model}"]\n[models.thresholds]\nyes = 1.0\nno = 1.0\n')
         proc.send_signal(signal.SIGHUP)
         n = len(sub.detections())
@@ -174,13 +179,14 @@ def test_sighup_reloads_without_reconnecting_and_sigterm_exits_0(tmp_path: Path)
         after_reload = len(sub.detections())
         assert after_reload <= n + 1  # at most one detection was already on its way
         proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=30)
+        proc.wait(30)
         wait_until(lambda: sub.on("/status")[-1][1] == b"offline", what="offline on shutdown")
     finally:
         if proc.poll() is None:
             proc.kill()
         sub.close()
         broker.stop()
+    err = log.read_text()
     assert proc.returncode == 0, err
     assert "SIGHUP: reloading" in err and "SIGTERM: shutting down" in err
     assert [p for _, p, _ in sub.on("/status")] == [b"online", b"offline"]  # one connection throughout
