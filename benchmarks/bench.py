@@ -27,10 +27,12 @@ from benchmarks.systems import (
     SystemSpec,
     Unavailable,
     ensure_python,
+    reused_run,
     run_job,
 )
 
 CHUNK = 1280  # samples per read: 80 ms at 16 kHz, as a microphone delivers them
+_WEIGHT = {"pyopen_wakeword": 3, "pocketsphinx": 2}  # relative run times, for scheduling only
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,7 @@ class BenchOptions:
     corpus: CorpusConfig
     cache: Path
     jobs: int = 2
+    reuse_peers: bool = False  # reuse identical earlier peer runs (same corpus, runner, package)
 
 
 @dataclass
@@ -115,9 +118,15 @@ def _execute(jobs: list[_Job], corpus: Corpus, opts: BenchOptions, log: Callable
             return
         streams = [{"name": s.name, "path": str(corpus.path(s))} for s in corpus.for_keyword(job.keyword)]
         payload = {"keyword": job.keyword, "chunk": CHUNK, "streams": streams, "options": job.options}
+        python = pythons[job.system.name]
+        if opts.reuse_peers and job.system.name != "kws_edge":
+            job.run = reused_run(python, job.system, payload, work, job.tag)
+            if job.run is not None:
+                log(f"reused {job.tag} from {job.run.extra['reused_from_utc']}")
+                return
         log(f"run {job.tag} ...")
         try:
-            job.run = run_job(pythons[job.system.name], job.system, payload, work, job.tag)
+            job.run = run_job(python, job.system, payload, work, job.tag)
         except Unavailable as exc:
             job.error = str(exc)
             unavailable[job.tag] = str(exc)
@@ -126,8 +135,10 @@ def _execute(jobs: list[_Job], corpus: Corpus, opts: BenchOptions, log: Callable
         r = job.run
         log(f"done {job.tag}: {r.cpu_s:.1f} s CPU, {r.maxrss_mb:.0f} MB, {r.wall_s:.0f} s wall")
 
+    # Longest runs first, so parallel workers finish together (openWakeWord, then pocketsphinx).
+    order = sorted(jobs, key=lambda j: -_WEIGHT.get(j.system.name, 1))
     with ThreadPoolExecutor(max_workers=max(1, opts.jobs)) as pool:
-        list(pool.map(one, jobs))
+        list(pool.map(one, order))
 
 
 def _trace_arrays(tr: dict[str, list[float]]) -> tuple[np.ndarray, np.ndarray]:
@@ -156,6 +167,9 @@ def _score_system(spec: SystemSpec, kw: str, jobs: Sequence[_Job], corpus: Corpu
     out["cost"] = _cost(spec, cost_job.run, [j.run.maxrss_mb for j in jobs if j.run])
     out["decision_rule"] = rule
     out["info"] = cost_job.run.result.get("info", {})
+    reused = sorted({j.run.extra["reused_from_utc"] for j in jobs if j.run and "reused_from_utc" in j.run.extra})
+    if reused:
+        out["reused_from_utc"] = reused
     return out
 
 

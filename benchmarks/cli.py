@@ -47,6 +47,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="length of the negatives stream (default 60; --quick: 1)")
     p.add_argument("--seed", type=int, default=1234, help="corpus seed (default: %(default)s)")
     p.add_argument("--jobs", type=int, default=2, help="system runs in parallel (default: %(default)s)")
+    p.add_argument("--reuse-peer-runs", action="store_true",
+                   help="reuse a peer's stored run when its corpus, runner and package are unchanged "
+                        "(kws_edge always runs; the report names reused runs)")
 
 
 def _manifests(args: argparse.Namespace) -> dict[str, Path]:
@@ -113,7 +116,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"[{time.monotonic() - t0:7.1f}s] {msg}", file=sys.stderr, flush=True)
 
     opts = BenchOptions(tuple(args.systems), {k: manifests[k] for k in keywords if k in manifests},
-                        cfg, args.cache.resolve(), args.jobs)
+                        cfg, args.cache.resolve(), args.jobs, args.reuse_peer_runs)
     log(f"voices ({voices_source}): {', '.join(cfg.voices)}")
     results = run_bench(opts, log)
     results["corpus"]["voices_source"] = voices_source

@@ -11,6 +11,7 @@ from benchmarks.scoring import TARGET_FA_PER_H
 from benchmarks.systems import SYSTEMS
 
 _SNR_ORDER = ("clean", "20 dB", "10 dB", "5 dB")
+OTHER_RESULTS = ("latency.json", "pipeline.json")  # benchmarks/latency_bench.py, benchmarks/pipeline_bench.py
 
 
 def write_all(results: dict[str, Any], out: Path, command: str) -> list[Path]:
@@ -118,12 +119,10 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
 def other_results(out: Path) -> dict[str, Any]:
     """The service's latency and the lead's pipeline results, read from their JSON files next to ours."""
     found: dict[str, Any] = {}
-    for p in sorted(out.glob("*.json")):
-        if p.name == "results.json":
-            continue
+    for p in (out / name for name in OTHER_RESULTS):
         try:
             found[p.name] = json.loads(p.read_text())
-        except (OSError, json.JSONDecodeError):
+        except (OSError, json.JSONDecodeError):  # not there (yet): the report says so
             continue
     return found
 
@@ -178,6 +177,10 @@ def markdown(results: dict[str, Any], images: list[str]) -> str:
                      f"(by {fmt(abs(t['margin']))})")
     lines += ["", "## MCU figures", "", *mcu.table(results.get("mcu", {})), "",
               "## Latency and pipeline (from the service and pipeline benchmarks)", "", *latency_lines(results), ""]
+    reused = [f"- {_title(n)} {kw}: run of {', '.join(r['reused_from_utc'])} reused (--reuse-peer-runs)"
+              for n, per_kw in results["systems"].items() for kw, r in per_kw.items() if r.get("reused_from_utc")]
+    if reused:
+        lines += ["## Reused runs", "", *reused, ""]
     if results["unavailable"]:
         lines += ["## Not run", ""] + [f"- {k}: {v}" for k, v in results["unavailable"].items()] + [""]
     lines += ["## Plots", ""] + [f"![{p}]({p})" for p in images] + ["", "## How it is measured", "",

@@ -10,6 +10,7 @@ TensorFlow Lite C library the peers use, by interpreter options (see the runners
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -89,11 +90,34 @@ def ensure_python(spec: SystemSpec, cache: Path, log: Callable[[str], None]) -> 
     return str(python)
 
 
+def job_key(python: str, spec: SystemSpec, job: dict[str, Any]) -> str:
+    """Everything a run's output depends on: the job, the runner code, the package and the interpreter."""
+    h = hashlib.sha256(json.dumps([job, spec.requirement, python], sort_keys=True).encode())
+    for f in (RUNNERS / spec.runner, RUNNERS / "_common.py"):
+        h.update(f.read_bytes())
+    for stream in job["streams"]:
+        st = Path(stream["path"]).stat()
+        h.update(f"{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
+
+
+def reused_run(python: str, spec: SystemSpec, job: dict[str, Any], work: Path, tag: str) -> RunResult | None:
+    """The stored result of an earlier identical run (same key), or None."""
+    meta = work / f"{tag}.{job_key(python, spec, job)}.meta.json"
+    if not meta.exists():
+        return None
+    m = json.loads(meta.read_text())
+    result = json.loads((work / f"{tag}.out.json").read_text())
+    return RunResult(result, m["cpu_s"], m["maxrss_mb"], m["wall_s"], {"reused_from_utc": m["finished_utc"]})
+
+
 def run_job(python: str, spec: SystemSpec, job: dict[str, Any], work: Path, tag: str,
             timeout_s: float = 2400.0) -> RunResult:
     """Run one runner process on ``job``; measure its CPU time and peak RSS with ``os.wait4``."""
     work.mkdir(parents=True, exist_ok=True)
     job_path, out_path, err_path = work / f"{tag}.job.json", work / f"{tag}.out.json", work / f"{tag}.stderr"
+    for old in work.glob(f"{tag}.*.meta.json"):
+        old.unlink()
     job_path.write_text(json.dumps(job))
     out_path.unlink(missing_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")} | ONE_THREAD_ENV
@@ -113,4 +137,8 @@ def run_job(python: str, spec: SystemSpec, job: dict[str, Any], work: Path, tag:
         tail = err_path.read_text(errors="replace").strip().splitlines()[-3:]
         raise Unavailable(f"{spec.runner} exited with {proc.returncode}: {' | '.join(tail) or 'no output'}")
     result = json.loads(out_path.read_text())
-    return RunResult(result, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024.0, wall)
+    run = RunResult(result, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024.0, wall)
+    meta = {"cpu_s": run.cpu_s, "maxrss_mb": run.maxrss_mb, "wall_s": wall,
+            "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    (work / f"{tag}.{job_key(python, spec, job)}.meta.json").write_text(json.dumps(meta))
+    return run

@@ -41,10 +41,14 @@ def tiny_manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def bench_run(tmp_path_factory: pytest.TempPathFactory, tiny_manifest: Path) -> tuple[Path, dict]:
-    tmp = tmp_path_factory.mktemp("bench")
-    assert cli.main(_args(tmp, tiny_manifest)) == 0
-    return tmp / "out", json.loads((tmp / "out" / "results.json").read_text())
+def bench_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("bench")
+
+
+@pytest.fixture(scope="module")
+def bench_run(bench_dir: Path, tiny_manifest: Path) -> tuple[Path, dict]:
+    assert cli.main(_args(bench_dir, tiny_manifest)) == 0
+    return bench_dir / "out", json.loads((bench_dir / "out" / "results.json").read_text())
 
 
 def test_writes_results_tables_and_plots(bench_run: tuple[Path, dict]) -> None:
@@ -83,3 +87,14 @@ def test_kws_edge_replay_matches_its_detector_and_costs_are_measured(bench_run: 
 def test_unknown_system_is_a_clear_error(tmp_path: Path, tiny_manifest: Path) -> None:
     with pytest.raises(ConfigError, match="unknown nosuch"):
         cli.main(_args(tmp_path, tiny_manifest, "--systems", "nosuch"))
+
+
+def test_reuse_peer_runs_reuses_the_null_run_but_reruns_kws_edge(bench_dir: Path, tiny_manifest: Path,
+                                                                  bench_run: tuple[Path, dict]) -> None:
+    _, first = bench_run
+    assert cli.main(_args(bench_dir, tiny_manifest, "--reuse-peer-runs")) == 0
+    again = json.loads((bench_dir / "out" / "results.json").read_text())
+    assert again["systems"]["null"]["hey_jarvis"].get("reused_from_utc")
+    assert "reused_from_utc" not in again["systems"]["kws_edge"]["hey_jarvis"]
+    assert again["corpus"]["root"] == first["corpus"]["root"]  # the cached corpus was used
+    assert "## Reused runs" in (bench_dir / "out" / "results.md").read_text()
