@@ -60,6 +60,13 @@ class JournalHandler(logging.Handler):
             self.handleError(record)
 
 
+class _SyslogPrefix(logging.Formatter):
+    """Prefix each line with its syslog priority (``<6>``), which journald understands on stderr."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"<{_PRIORITY.get(record.levelno, 6)}>{super().format(record)}"
+
+
 def setup(level: str = "info", verbose: bool = False) -> logging.Handler:
     """Route the root logger to journald or stderr; returns the handler in use."""
     handler: logging.Handler
@@ -67,9 +74,9 @@ def setup(level: str = "info", verbose: bool = False) -> logging.Handler:
         try:
             handler = JournalHandler()
             handler.setFormatter(logging.Formatter("%(message)s"))
-        except ImportError:
+        except ImportError:  # no systemd-python: journald still reads "<priority>" line prefixes
             handler = logging.StreamHandler(sys.stderr)
-            handler.setFormatter(logging.Formatter("<%(levelno)s>%(name)s: %(message)s"))
+            handler.setFormatter(_SyslogPrefix("%(name)s: %(message)s"))
     else:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
