@@ -178,8 +178,8 @@ class SerialBridge:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.description = (
-        "Read detections from a Nano 33 BLE Sense running the kws_edge firmware (mcu_firmware/) over USB "
-        "serial and publish them to MQTT with source \"mcu\", like the Pi's own detections.")
+        "Read detections from a Nano 33 BLE Sense running the kws_edge firmware (mcu_firmware/) over\n"
+        "USB serial (protocol KWS1) and publish them to MQTT with source \"mcu\", like the Pi's own.")
     p.add_argument("--port", "-p", metavar="DEVICE", help="serial port (default: [serial] port, /dev/ttyACM0)")
     p.add_argument("--baud", type=int, metavar="N", help="baud rate (default: [serial] baudrate, 115200)")
     p.add_argument("--config", "-c", metavar="FILE", help="daemon config file for [mqtt] and [serial]")

@@ -41,7 +41,9 @@ class FlashError(KwsError):
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.description = __doc__.split("\n\n")[0] if __doc__ else None
+    p.description = ("Export a model into the Nano 33 BLE Sense sketch (mcu_firmware/kws_nano), build it and\n"
+                     "upload it with arduino-cli (1200-baud touch included); without arduino-cli, say what\n"
+                     "to install.")
     p.add_argument("--port", "-p", metavar="DEVICE", help="the board's serial port, e.g. /dev/ttyACM0")
     p.add_argument("--model", "-m", default="hey_jarvis", metavar="NAME|PATH",
                    help="model to put on the board (default: hey_jarvis)")
