@@ -126,18 +126,16 @@ def test_budget_fits_the_nano_with_30_percent_headroom(tiny_model: Path, tmp_pat
         assert b.runs_per_s > 0
 
 
-def test_firmware_chain_equals_the_pi_detector(tiny_model: Path, signal: np.ndarray, tmp_path: Path) -> None:
-    """C++ features -> TFLite Micro -> C++ decision gives the detections kws_edge.pipeline.Detector gives."""
+def _board_chain(host: Path, path: Path, signal: np.ndarray, thresholds: dict[str, float],
+                 work: Path) -> list[tuple[str, int, float]]:
+    """C++ features -> TFLite Micro -> C++ decision, as the firmware runs them: (keyword, t_ms, score)."""
     from kws_edge.decision import DecisionParams
     from kws_edge.model import dequantize
-    from kws_edge.pipeline import Detector
     from tests.test_firmware_support import DecisionCase, cpp_decisions, cpp_features
 
-    host = build("host", tmp_path / "build")
-    runner = load_model(tiny_model)
-    m = runner.manifest
+    m = mf.load(path)
     case = FeatureCase(m.features, m.input.scale, m.input.zero_point, m.window_frames, m.stride_frames)
-    _, windows, _ = cpp_features(host, signal, case, tmp_path, chunk=512, tag="chain")
+    _, windows, _ = cpp_features(host, signal, case, work, chunk=512, tag=m.name)
     micro = _micro(m.model_path.read_bytes(), m.arena_bytes)
     sequence = []
     for now_ms, q in windows:
@@ -145,11 +143,26 @@ def test_firmware_chain_equals_the_pi_detector(tiny_model: Path, signal: np.ndar
         micro.invoke()  # type: ignore[attr-defined]
         raw = np.asarray(micro.get_output(0)).reshape(-1)  # type: ignore[attr-defined]
         sequence.append((now_ms, [float(x) for x in dequantize(raw, m.output.scale, m.output.zero_point)]))
-    thresholds = {"yes": 0.3, "no": 0.2}  # the untrained model's outputs hover around 0.25-0.35
     d = m.decision
-    params = DecisionParams({k: thresholds[k] for k in d.thresholds}, d.smoothing_ms, d.min_hits, d.refractory_ms)
-    board = cpp_decisions(host, DecisionCase(m.labels, params, sequence), tmp_path, tag="chain")
-    pi = Detector([runner], thresholds).process(signal)
-    assert len(pi) >= 3
-    assert [(e.keyword, e.t_ms) for e in board] == [(p.keyword, round(p.t * 1000)) for p in pi]
-    assert all(abs(e.score - p.score) <= m.output.scale for e, p in zip(board, pi, strict=True))  # <= 1 LSB
+    params = DecisionParams({k: thresholds.get(k, v) for k, v in d.thresholds.items()}, d.smoothing_ms,
+                            d.min_hits, d.refractory_ms)
+    events = cpp_decisions(host, DecisionCase(m.labels, params, sequence), work, tag=m.name)
+    return [(e.keyword, e.t_ms, e.score) for e in events]
+
+
+def test_firmware_chain_equals_the_pi_detector(tiny_model: Path, signal: np.ndarray, tmp_path: Path) -> None:
+    """C++ features -> TFLite Micro -> C++ decision gives the detections kws_edge.pipeline.Detector gives."""
+    from kws_edge.pipeline import Detector
+
+    host = build("host", tmp_path / "build")
+    for path in _models(tiny_model):
+        # The untrained tiny model's outputs hover around 0.25-0.35: low thresholds make it fire.
+        thresholds = {"yes": 0.3, "no": 0.2} if path == tiny_model else {}
+        board = _board_chain(host, path, signal, thresholds, tmp_path)
+        pi = Detector([load_model(path)], thresholds).process(signal)
+        print(f"\n{path.stem}: {len(pi)} detection(s) on the Pi, {len(board)} from the board chain")
+        if path == tiny_model:
+            assert len(pi) >= 3
+        assert [(k, t) for k, t, _ in board] == [(p.keyword, round(p.t * 1000)) for p in pi]
+        scale = mf.load(path).output.scale
+        assert all(abs(s - p.score) <= scale for (_, _, s), p in zip(board, pi, strict=True))  # <= 1 LSB
