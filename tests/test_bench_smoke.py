@@ -98,3 +98,17 @@ def test_reuse_peer_runs_reuses_the_null_run_but_reruns_kws_edge(bench_dir: Path
     assert "reused_from_utc" not in again["systems"]["kws_edge"]["hey_jarvis"]
     assert again["corpus"]["root"] == first["corpus"]["root"]  # the cached corpus was used
     assert "## Reused runs" in (bench_dir / "out" / "results.md").read_text()
+
+
+def test_mcu_mac_count_from_tflite_equals_the_manifest(tiny_manifest: Path) -> None:
+    pytest.importorskip("ai_edge_litert")
+    from benchmarks import mcu
+    from kws_edge import manifest as mf
+
+    m = mf.load(tiny_manifest)
+    assert m.macs and mcu.tflite_macs(m.model_path) == m.macs
+    fig = mcu.collect([tiny_manifest], None)
+    row = fig["kws_edge"][0]
+    assert row["inferences_per_s"] == pytest.approx(64e6 / (6 * m.macs))
+    assert row["range_low"] < row["inferences_per_s"] < row["range_high"]
+    assert any(line.startswith("| kws_edge tiny_hey_jarvis | ") for line in mcu.table(fig))
