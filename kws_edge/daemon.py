@@ -24,7 +24,7 @@ from typing import Any
 
 from kws_edge import config as cfg
 from kws_edge.cli import _parse_threshold
-from kws_edge.errors import AudioError, KwsError
+from kws_edge.errors import AudioError, ConfigError, KwsError
 from kws_edge.logs import setup as setup_logging
 from kws_edge.notify import Notifier
 
@@ -57,6 +57,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", "-d", metavar="NAME|INDEX", help="audio input device")
     p.add_argument("--print", dest="print_detections", action="store_true",
                    help="also print every detection to stdout")
+    p.add_argument("--check-config", action="store_true",
+                   help="load the config and the models, print a summary and exit (0 when all is valid)")
     p.add_argument("--drain-timeout", type=float, default=0.0, metavar="SECONDS",
                    help="with --input: give up waiting for acknowledgements after this long (0: wait)")
 
@@ -74,8 +76,39 @@ def main(args: argparse.Namespace) -> int:
     if args.demo:
         return _demo(args)
     settings = load_settings(args)
+    if args.check_config:
+        return _check_config(settings)
     setup_logging(settings.log_level, getattr(args, "verbose", False))
     return Service(settings, args).run()
+
+
+def build_detector(s: cfg.Settings) -> Any:
+    """Load the configured models into a Detector; thresholds for unknown keywords are config errors."""
+    from kws_edge.model import load_models
+    from kws_edge.pipeline import Detector
+
+    runners = load_models(list(s.models.names) or None)
+    known = sorted({kw for r in runners for kw in r.manifest.keywords})
+    for kw in s.models.thresholds:
+        if kw not in known:
+            raise ConfigError(f"models.thresholds.{kw} (config file or --threshold): no loaded model detects "
+                              f"{kw!r}; expected one of {', '.join(known)}")
+    return Detector(runners, s.models.thresholds)
+
+
+def _check_config(s: cfg.Settings) -> int:
+    detector = build_detector(s)
+    runners, thresholds = detector.runners, detector.thresholds
+    m = s.mqtt
+    print(f"device_id {s.device_id}; state_dir {s.state_dir}")
+    print(f"mqtt {'mqtts' if m.tls else 'mqtt'}://{m.host}:{m.port} as {m.username or 'anonymous'}, "
+          f"topics {m.topic_prefix}/{s.device_id}/..." if m.enabled else "mqtt disabled")
+    print(f"models {', '.join(r.name for r in runners)}; thresholds {thresholds}")
+    print(f"audio device {s.audio.device or 'default'}; serial {s.serial.port if s.serial.enabled else 'off'}")
+    if m.enabled:
+        m.read_password()  # fails here, naming the key, when the password source is unusable
+    print("config OK")
+    return 0
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -163,12 +196,8 @@ class Service:
         signal.signal(signal.SIGHUP, on_hup)
 
     def _load_models(self, settings: cfg.Settings) -> None:
-        from kws_edge.model import load_models
-        from kws_edge.pipeline import Detector
-
-        runners = load_models(list(settings.models.names) or None)
-        self.detector = Detector(runners, settings.models.thresholds)
-        self.manifests = [r.manifest for r in runners]
+        self.detector = build_detector(settings)
+        self.manifests = [r.manifest for r in self.detector.runners]
         log.info("models: %s", ", ".join(f"{m.name} ({', '.join(m.keywords)})" for m in self.manifests))
 
     def _start_publisher(self) -> None:

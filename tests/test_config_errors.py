@@ -110,3 +110,32 @@ def test_cli_prints_config_errors_without_traceback(tmp_path: Path) -> None:
     assert res.returncode == 2
     assert "mqtt.keepalive_s = -3: expected an integer from 5 to 3600" in res.stderr
     assert "Traceback" not in res.stderr
+
+
+def _check(tmp_path: Path, text: str) -> subprocess.CompletedProcess[str]:
+    from tests.test_service_support import hermetic_env, tiny_model
+
+    path = tmp_path / "c.toml"
+    path.write_text(text.replace("{model}", str(tiny_model())))
+    return subprocess.run([sys.executable, "-m", "kws_edge", "run", "--config", str(path), "--check-config"],
+                          capture_output=True, text=True, env=hermetic_env(tmp_path), timeout=120)
+
+
+def test_check_config_accepts_a_valid_file(tmp_path: Path) -> None:
+    res = _check(tmp_path, '[service]\ndevice_id = "den"\n[models]\nnames = ["{model}"]\n'
+                           '[models.thresholds]\nyes = 0.7\n')
+    assert res.returncode == 0, res.stderr
+    assert "config OK" in res.stdout and "'yes': 0.7" in res.stdout and "kws_edge/den/" in res.stdout
+
+
+def test_check_config_names_a_threshold_for_an_unknown_keyword(tmp_path: Path) -> None:
+    res = _check(tmp_path, '[models]\nnames = ["{model}"]\n[models.thresholds]\nhey_jarvis = 0.7\n')
+    assert res.returncode == 2
+    assert "models.thresholds.hey_jarvis" in res.stderr and "expected one of no, yes" in res.stderr
+
+
+def test_check_config_names_a_missing_password_variable(tmp_path: Path) -> None:
+    res = _check(tmp_path, '[models]\nnames = ["{model}"]\n[mqtt]\nusername = "u"\n'
+                           'password_env = "KWS_EDGE_TEST_UNSET_PW"\n')
+    assert res.returncode == 2
+    assert "mqtt.password_env" in res.stderr and "'KWS_EDGE_TEST_UNSET_PW' is not set" in res.stderr
