@@ -5,6 +5,7 @@ Every broker listens on a free 127.0.0.1 port and lives in the test's temp dir.
 
 from __future__ import annotations
 
+import atexit
 import functools
 import json
 import os
@@ -163,6 +164,7 @@ class Subscriber:
 def tiny_model() -> Path:
     """The training engineer's seeded tiny model, built once per test session in a temp dir."""
     out = Path(tempfile.mkdtemp(prefix="kws-svc-tiny-"))
+    atexit.register(shutil.rmtree, out, ignore_errors=True)
     code = ("import sys; from training.testing import make_tiny_model; "
             "print(make_tiny_model(sys.argv[1], name='tiny', keywords=('yes', 'no')))")
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
