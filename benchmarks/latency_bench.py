@@ -127,7 +127,13 @@ class Broker:
                         f"user {pwd.getpwuid(os.geteuid()).pw_name}\n")  # as root: no switch to 'mosquitto'
         self.proc = subprocess.Popen(["mosquitto", "-c", str(conf)], stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
-        time.sleep(0.5)
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise SystemExit("mosquitto did not start")
 
     def stop(self) -> None:
         self.proc.terminate()
