@@ -1,0 +1,152 @@
+"""Augmentation: background noise at an SNR, synthetic reverberation, shift, gain, speed.
+
+All functions take a ``numpy.random.Generator`` so a clip's augmentation depends only on its seed.
+Noise kinds: white, pink (1/f), brown (1/f^2), babble (a noise bank of overlapped synthetic speech from
+training voices), and ``file`` (any noise folder the user gives, resampled to 16 kHz).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from kws_edge.audio import read_wav
+from kws_edge.errors import ConfigError
+
+Float = npt.NDArray[np.float64]
+NOISE_KINDS = ("white", "pink", "brown", "babble", "file")
+
+
+def colored_noise(kind: str, n: int, rng: np.random.Generator) -> Float:
+    """Unit-RMS white, pink or brown noise of ``n`` samples."""
+    white = rng.standard_normal(n)
+    if kind == "white":
+        x = white
+    else:
+        spec = np.fft.rfft(white)
+        f = np.arange(len(spec), dtype=np.float64)
+        f[0] = 1.0
+        spec /= np.sqrt(f) if kind == "pink" else f
+        spec[0] = 0.0
+        x = np.fft.irfft(spec, n)
+    rms = float(np.sqrt(np.mean(x**2))) or 1.0
+    return x / rms
+
+
+@dataclass
+class NoiseBank:
+    """Long noise recordings to cut segments from: babble and the user's noise folder."""
+
+    babble: list[Float]
+    files: list[Float]
+
+    def segment(self, kind: str, n: int, rng: np.random.Generator) -> Float:
+        """A unit-RMS noise segment of ``n`` samples of the given kind."""
+        if kind in ("white", "pink", "brown"):
+            return colored_noise(kind, n, rng)
+        source = self.babble if kind == "babble" else self.files
+        if not source:
+            return colored_noise("pink", n, rng)
+        x = source[int(rng.integers(len(source)))]
+        if len(x) < n:
+            x = np.tile(x, n // len(x) + 1)
+        start = int(rng.integers(0, len(x) - n + 1))
+        seg = x[start:start + n].astype(np.float64)
+        rms = float(np.sqrt(np.mean(seg**2)))
+        return seg / rms if rms > 1e-6 else colored_noise("pink", n, rng)
+
+
+def load_noise_dir(folder: str | Path, rate: int = 16000) -> list[Float]:
+    """Every ``*.wav`` under ``folder`` as float samples at ``rate``; ConfigError if there are none."""
+    path = Path(folder)
+    if not path.is_dir():
+        raise ConfigError(f"noise folder {path} does not exist or is not a directory")
+    wavs = sorted(path.rglob("*.wav"))
+    if not wavs:
+        raise ConfigError(f"noise folder {path} contains no .wav files")
+    return [read_wav(p, rate).astype(np.float64) for p in wavs]
+
+
+def make_babble(speech: list[npt.NDArray[np.int16]], seconds: float, rng: np.random.Generator,
+                talkers: int = 5, rate: int = 16000) -> Float:
+    """Overlap ``talkers`` streams of concatenated speech clips into one babble track."""
+    n = int(seconds * rate)
+    out = np.zeros(n)
+    for _ in range(talkers):
+        track: list[npt.NDArray[np.int16]] = []
+        total = 0
+        while total < n and speech:
+            clip = speech[int(rng.integers(len(speech)))]
+            track.append(clip)
+            total += len(clip)
+        if track:
+            t = np.concatenate(track)[:n].astype(np.float64)
+            rms = float(np.sqrt(np.mean(t**2))) or 1.0
+            out[:len(t)] += t / rms
+    return out
+
+
+def synthetic_rir(rng: np.random.Generator, rt60: float, rate: int = 16000) -> Float:
+    """A room impulse response: direct path, sparse early reflections and an exponential noise tail."""
+    n = int(rate * min(rt60, 1.0))
+    t = np.arange(n) / rate
+    tail = rng.standard_normal(n) * np.exp(-6.9 * t / rt60)  # -60 dB at rt60
+    tail[: int(0.003 * rate)] = 0.0
+    h = 0.4 * tail / (np.sqrt(np.sum(tail**2)) or 1.0)
+    for _ in range(6):
+        k = int(rng.integers(int(0.002 * rate), int(0.03 * rate)))
+        h[k] += rng.uniform(-0.5, 0.5)
+    h[0] = 1.0
+    return h
+
+
+def reverb(x: Float, rir: Float) -> Float:
+    """Convolve and keep the original length, with the same peak level as the dry signal."""
+    from scipy.signal import fftconvolve
+
+    y = fftconvolve(x, rir)[: len(x)]
+    peak_x, peak_y = np.max(np.abs(x)), np.max(np.abs(y))
+    return y * (peak_x / peak_y) if peak_y > 0 else y
+
+
+def speed(x: Float, factor: float) -> Float:
+    """Play ``factor`` times faster (changes tempo and pitch together, as tape speed does)."""
+    if abs(factor - 1.0) < 1e-3:
+        return x
+    n = max(1, round(len(x) / factor))
+    return np.interp(np.arange(n) * factor, np.arange(len(x)), x)
+
+
+def mix_at_snr(speech: Float, noise: Float, snr_db: float) -> Float:
+    """``speech`` plus ``noise`` scaled so the speech-to-noise power ratio is ``snr_db`` (over active speech)."""
+    active = np.abs(speech) > 0.05 * (np.max(np.abs(speech)) or 1.0)
+    p_speech = float(np.mean(speech[active] ** 2)) if active.any() else 0.0
+    p_noise = float(np.mean(noise**2)) or 1.0
+    if p_speech == 0.0:
+        return speech + noise
+    return speech + noise * np.sqrt(p_speech / (p_noise * 10 ** (snr_db / 10)))
+
+
+def place(clip: Float, length: int, rng: np.random.Generator, max_cut_start: int = 0) -> Float:
+    """Put ``clip`` at a random offset in ``length`` zeros; only up to ``max_cut_start`` may be cut."""
+    out = np.zeros(length)
+    if len(clip) >= length:
+        cut = min(len(clip) - length, max_cut_start)
+        start = int(rng.integers(len(clip) - length - cut, len(clip) - length + 1)) if cut else len(clip) - length
+        out[:] = clip[start:start + length]
+        return out
+    offset = int(rng.integers(0, length - len(clip) + 1))
+    out[offset:offset + len(clip)] = clip
+    return out
+
+
+def to_int16(x: Float, rng: np.random.Generator, gain_db: tuple[float, float], floor: float = 1.0) -> Any:
+    """Scale to a random peak level (dB re full scale) and round to int16; a little dither noise floor."""
+    peak = float(np.max(np.abs(x))) or 1.0
+    level = 10 ** (rng.uniform(*gain_db) / 20) * 32767
+    y = x * (level / peak) + floor * rng.standard_normal(len(x))
+    return np.clip(np.rint(y), -32768, 32767).astype(np.int16)

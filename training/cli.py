@@ -1,0 +1,164 @@
+"""``kws-edge train``, ``kws-edge eval`` and ``kws-edge export`` (heavy imports happen inside the commands)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from kws_edge.errors import ConfigError
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def default_cache() -> Path:
+    """``$KWS_EDGE_CACHE``, else ``<repo>/cache`` (git-ignored) when writable, else ~/.cache/kws-edge."""
+    env = os.environ.get("KWS_EDGE_CACHE")
+    if env:
+        return Path(env)
+    if os.access(REPO, os.W_OK):
+        return REPO / "cache"
+    return Path.home() / ".cache" / "kws-edge"
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cache", type=Path, default=None, help="cache for synthesized clips and features "
+                   "(default: $KWS_EDGE_CACHE or <repo>/cache)")
+    p.add_argument("--workers", type=int, default=0, help="worker processes (default: all usable cores)")
+
+
+def add_train_arguments(p: argparse.ArgumentParser) -> None:
+    p.epilog = ("examples:\n  kws-edge train --recipe training/recipes/hey_jarvis.toml\n"
+                "  kws-edge train --keyword 'hey computer' --out my_models/")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--recipe", type=Path, help="recipe TOML (see training/recipes/)")
+    src.add_argument("--keyword", action="append", help="keyword typed as text (repeat for several); "
+                     "uses the default wake-word recipe")
+    p.add_argument("--out", type=Path, default=Path("models"), help="where the model goes (default: models/)")
+    p.add_argument("--report-dir", type=Path, default=None, help="default: <out>/reports/<name>/")
+    p.add_argument("--run-dir", type=Path, default=None, help="Keras model and firmware C array "
+                   "(default: <repo>/runs/<name>/)")
+    p.add_argument("--epochs", type=int, default=None, help="override train.epochs")
+    _common(p)
+
+
+def _recipe(args: argparse.Namespace) -> object:
+    import dataclasses
+
+    from training.recipe import load_recipe, parse_recipe
+    from training.text import keyword_label
+
+    if args.recipe is not None:
+        recipe = load_recipe(args.recipe)
+    else:
+        words = list(args.keyword)
+        name = "_".join(keyword_label(w) for w in words if w.strip()) or "model"
+        recipe = parse_recipe({"name": name, "kind": "wakeword" if len(words) == 1 else "commands",
+                               "keywords": words}, "--keyword")
+    if getattr(args, "epochs", None):
+        recipe = dataclasses.replace(recipe, train=dataclasses.replace(recipe.train, epochs=args.epochs))
+    return recipe
+
+
+def _workers(args: argparse.Namespace) -> int:
+    from training.sources import default_workers
+
+    if args.workers < 0:
+        raise ConfigError(f"--workers: expected a number >= 0, got {args.workers}")
+    return args.workers or default_workers()
+
+
+def train_main(args: argparse.Namespace) -> int:
+    """Synthesize, train, quantize, export and evaluate one recipe."""
+    from training.pipeline import check_inputs
+    from training.workflow import train_recipe
+
+    recipe = _recipe(args)
+    check_inputs(recipe)  # type: ignore[arg-type]
+    name = recipe.name  # type: ignore[attr-defined]
+    report = train_recipe(recipe, args.out, args.cache or default_cache(),  # type: ignore[arg-type]
+                          args.run_dir or REPO / "runs" / name, _workers(args), args.report_dir)
+    s = report["summary"]
+    print(f"{name}: int8 accuracy {s['accuracy_int8']:.4f} (float {s['accuracy_float']:.4f}), "
+          f"FRR {s['frr']:.4f} at {s['fa_per_hour']} FA/h (threshold {s['threshold']:.3f}), "
+          f"{s['size_bytes']} bytes, arena {s['arena_bytes']} bytes, total {report['timings']['total_s']} s")
+    return 0
+
+
+def add_eval_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="manifest (.json), .tflite or installed model name")
+    p.add_argument("--recipe", type=Path, required=True, help="the recipe the model was trained with")
+    p.add_argument("--report-dir", type=Path, default=None, help="default: reports/<name>/ next to the model")
+    p.add_argument("--no-update", action="store_true",
+                   help="do not write the chosen threshold and metrics into the manifest")
+    _common(p)
+
+
+def eval_main(args: argparse.Namespace) -> int:
+    """Evaluate an exported model on the recipe's held-out voices."""
+    from kws_edge.model import resolve_manifest
+    from training.pipeline import check_inputs
+    from training.recipe import load_recipe
+    from training.workflow import evaluate_recipe
+
+    manifest = resolve_manifest(args.model)
+    recipe = load_recipe(args.recipe)
+    check_inputs(recipe)
+    out = args.report_dir or manifest.parent / "reports" / manifest.stem
+    report = evaluate_recipe(manifest, recipe, None, out, cache_dir=args.cache or default_cache(),
+                             workers=_workers(args), update=not args.no_update)
+    print(f"report: {out / 'report.json'}")
+    print(report["summary"])
+    return 0
+
+
+def add_export_arguments(p: argparse.ArgumentParser) -> None:
+    p.epilog = ("examples:\n  kws-edge export --model models/hey_jarvis.json --c-array-dir mcu_firmware/model\n"
+                "  kws-edge export --keras runs/hey_jarvis/hey_jarvis.keras "
+                "--recipe training/recipes/hey_jarvis.toml --out models/")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--model", help="exported model (manifest): write its firmware C array")
+    src.add_argument("--keras", type=Path, help="a saved .keras model to quantize and export")
+    p.add_argument("--c-array-dir", type=Path, help="where model_data.cc/.h go (with --model)")
+    p.add_argument("--symbol", default="g_model", help="C symbol of the array (default g_model)")
+    p.add_argument("--recipe", type=Path, help="recipe (with --keras: labels, decision, calibration data)")
+    p.add_argument("--out", type=Path, default=Path("models"), help="output folder (with --keras)")
+    _common(p)
+
+
+def export_main(args: argparse.Namespace) -> int:
+    """Write a model's C array, or re-export a saved Keras model."""
+    if args.model:
+        from kws_edge import manifest as mf
+        from kws_edge.model import resolve_manifest
+        from training.export import write_c_array
+
+        if args.c_array_dir is None:
+            raise ConfigError("--model needs --c-array-dir DIR (where model_data.cc and model_data.h go)")
+        m = mf.load(resolve_manifest(args.model))
+        data = m.model_path.read_bytes()
+        if mf.sha256_file(m.model_path) != m.sha256:
+            raise ConfigError(f"{m.model_path}: sha256 does not match its manifest; re-export the model")
+        cc, h = write_c_array(data, m.sha256, args.c_array_dir, args.symbol)
+        print(f"wrote {cc} and {h} ({len(data)} bytes, sha256 {m.sha256[:12]})")
+        return 0
+    if args.recipe is None:
+        raise ConfigError("--keras needs --recipe (labels, decision defaults and calibration data)")
+    from training.export import ExportSpec, export_keras_file
+    from training.pipeline import check_inputs, prepare
+    from training.recipe import load_recipe
+    from training.train import representative_windows
+
+    recipe = load_recipe(args.recipe)
+    check_inputs(recipe)
+    prep = prepare(recipe, args.cache or default_cache(), _workers(args), with_stream=False)
+    d = recipe.decision
+    spec = ExportSpec(recipe.name, recipe.kind, recipe.labels, recipe.keyword_labels,
+                      {k: 0.5 for k in recipe.keyword_labels}, stride_frames=d.stride_frames,
+                      smoothing_ms=d.smoothing_ms, min_hits=d.min_hits, refractory_ms=d.refractory_ms,
+                      description=recipe.description)
+    path = export_keras_file(args.keras, spec, representative_windows(prep.features["train"], 500, recipe.seed),
+                             args.out)
+    print(f"wrote {path}; run 'kws-edge eval' to choose its threshold", file=sys.stdout)
+    return 0

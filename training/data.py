@@ -1,0 +1,155 @@
+"""Clips -> augmented 1 s windows -> MFCC features, in parallel, deterministic per seed, cached.
+
+Every window is computed with ``kws_edge.features.mfcc`` on int16 samples, exactly what the runtime's
+streaming MFCC produces for the same samples. Each task carries its own seed, so the result does not
+depend on the number of workers or on the order they finish in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from kws_edge.features import FeatureParams, mfcc
+from training import augment as aug
+from training.recipe import AugmentConfig, Recipe
+from training.sources import Clip, parallel_map
+
+DATA_VERSION = "data-v1"
+
+
+@dataclass(frozen=True)
+class Task:
+    """One window to make: a clip (or None for a noise-only window) and how to augment it."""
+
+    samples: npt.NDArray[np.int16] | None
+    label: int
+    role: str
+    seed: int
+    augment: bool
+
+
+@dataclass
+class FeatureSet:
+    x: npt.NDArray[np.float32]  # (n, frames, numcep)
+    y: npt.NDArray[np.int64]
+    role: npt.NDArray[np.str_]
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+_W: dict[str, Any] = {}
+
+
+def _init_worker(cfg: AugmentConfig, params: FeatureParams, bank: aug.NoiseBank, max_cut: int) -> None:
+    _W.update(cfg=cfg, params=params, bank=bank, max_cut=max_cut)
+
+
+def _noise_window(rng: np.random.Generator, n: int) -> npt.NDArray[np.float64]:
+    cfg: AugmentConfig = _W["cfg"]
+    r = rng.random()
+    if r < 0.05:
+        return np.zeros(n)  # digital silence
+    kind = cfg.noise_kinds[int(rng.integers(len(cfg.noise_kinds)))]
+    return _W["bank"].segment(kind, n, rng)
+
+
+def make_window(task: Task) -> npt.NDArray[np.float32]:
+    """Worker: one task -> one (frames, numcep) float32 MFCC window."""
+    cfg: AugmentConfig = _W["cfg"]
+    params: FeatureParams = _W["params"]
+    n = params.sample_rate  # one second
+    rng = np.random.default_rng(task.seed)
+    if task.samples is None:
+        noise = _noise_window(rng, n)
+        x = aug.to_int16(noise, rng, (cfg.gain_db[0] - 20, cfg.gain_db[1] - 6)) if noise.any() \
+            else np.zeros(n, np.int16)
+        return mfcc(x, params).astype(np.float32)
+    s = task.samples.astype(np.float64)
+    if task.augment:
+        s = aug.speed(s, rng.uniform(*cfg.speed))
+    cut = _W["max_cut"] if task.role == "keyword" else len(s)
+    x = aug.place(s, n, rng, max_cut_start=cut)
+    if task.augment and rng.random() >= cfg.clean_fraction:
+        if rng.random() < cfg.reverb_prob:
+            x = aug.reverb(x, aug.synthetic_rir(rng, rng.uniform(*cfg.rt60)))
+        kind = cfg.noise_kinds[int(rng.integers(len(cfg.noise_kinds)))]
+        x = aug.mix_at_snr(x, _W["bank"].segment(kind, n, rng), rng.uniform(*cfg.snr_db))
+    return mfcc(aug.to_int16(x, rng, cfg.gain_db), params).astype(np.float32)
+
+
+def tasks_for(clips: list[Clip], labels: tuple[str, ...], copies: int, silence: int, augment: bool,
+              seed: int, window: int) -> list[Task]:
+    """Tasks for one split: ``copies`` windows per clip (long sentences give one per second)."""
+    index = {name: i for i, name in enumerate(labels)}
+    rng = random.Random(seed)
+    tasks = []
+    for clip in clips:
+        crops = max(1, math.ceil(len(clip.samples) / window)) if clip.role == "sentence" else 1
+        for _ in range(copies * crops):
+            tasks.append(Task(clip.samples, index[clip.label], clip.role, rng.getrandbits(63), augment))
+    tasks += [Task(None, index["_silence_"], "silence", rng.getrandbits(63), True) for _ in range(silence)]
+    return tasks
+
+
+def noise_bank(recipe: Recipe, train_clips: list[Clip], seed: int) -> aug.NoiseBank:
+    """Babble from training-voice sentences plus the user's noise folder."""
+    rng = np.random.default_rng(seed)
+    speech = [c.samples for c in train_clips if c.role in ("sentence", "word")] or \
+        [c.samples for c in train_clips]
+    babble = [aug.make_babble(speech, 30.0, rng).astype(np.float32) for _ in range(4)] if speech else []
+    files = aug.load_noise_dir(recipe.augment.noise_dir) if recipe.augment.noise_dir else []
+    return aug.NoiseBank(babble, files)  # type: ignore[arg-type]
+
+
+def _cache_key(recipe: Recipe, clips: dict[str, list[Clip]]) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps([DATA_VERSION, recipe.seed, recipe.labels, recipe.to_dict()["augment"],
+                         recipe.synthesis.silence], sort_keys=True).encode())
+    for split in sorted(clips):
+        for c in clips[split]:
+            h.update(f"{split}|{c.label}|{c.role}|{len(c.samples)}|".encode())
+            h.update(c.samples[:64].tobytes())
+    return h.hexdigest()[:20]
+
+
+def build_features(recipe: Recipe, clips: dict[str, list[Clip]], bank: aug.NoiseBank, cache_dir: Path,
+                   workers: int, params: FeatureParams | None = None) -> dict[str, FeatureSet]:
+    """Feature sets for train / val / test (augmented) and test_clean; cached under ``<cache>/features``."""
+    params = params or FeatureParams()
+    path = Path(cache_dir) / "features" / f"{recipe.name}-{_cache_key(recipe, clips)}.npz"
+    if path.exists():
+        with np.load(path) as z:
+            return {s: FeatureSet(z[f"{s}_x"], z[f"{s}_y"], z[f"{s}_role"])
+                    for s in ("train", "val", "test", "test_clean")}
+    a, sil = recipe.augment, recipe.synthesis.silence
+    n = params.sample_rate
+    plans = {
+        "train": tasks_for(clips.get("train", []), recipe.labels, a.copies, sil, True, recipe.seed, n),
+        "val": tasks_for(clips.get("val", []), recipe.labels, 1, max(1, sil // 8), True, recipe.seed + 1, n),
+        "test": tasks_for(clips.get("test", []), recipe.labels, 1, max(1, sil // 4), True, recipe.seed + 2, n),
+        "test_clean": tasks_for(clips.get("test", []), recipe.labels, 1, max(1, sil // 4), False,
+                                recipe.seed + 3, n),
+    }
+    max_cut = int(a.max_cut_ms * params.sample_rate / 1000)
+    out: dict[str, FeatureSet] = {}
+    for split, tasks in plans.items():
+        xs = parallel_map(make_window, tasks, workers, f"features {split}", _init_worker,
+                          (a, params, bank, max_cut), chunksize=64)
+        out[split] = FeatureSet(np.stack(xs), np.array([t.label for t in tasks], dtype=np.int64),
+                                np.array([t.role for t in tasks]))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {f"{s}_{k}": getattr(fs, k) for s, fs in out.items() for k in ("x", "y", "role")}
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, **arrays)
+    tmp.replace(path)
+    return out

@@ -1,0 +1,136 @@
+"""Honest evaluation of an exported model on held-out voices.
+
+Clip level: float vs int8 top-1 accuracy, per-class accuracy and the confusion matrix on 1 s windows.
+Stream level, through the runtime's own feature and decision code: false-reject rate per SNR on
+streams of held-out keyword utterances, false accepts per hour on a >= 1 hour non-keyword stream, the
+DET curve (FRR vs FA/h over thresholds) and the lowest threshold that keeps FA/h <= the target. The
+chosen operating point is re-checked with ``kws_edge.pipeline.Detector`` itself.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from kws_edge.decision import DecisionParams
+from kws_edge.model import ModelRunner, interpreter_backend
+from kws_edge.pipeline import Detector
+from training import streams as st
+
+
+@dataclass
+class StreamSet:
+    """The evaluation streams: one positive stream per SNR and the long negative stream."""
+
+    positives: dict[float, st.Stream]
+    negative: st.Stream
+    headline_snr: tuple[float, ...]
+
+
+def float_predictions(float_tflite: Path, x: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
+    """Posteriors of the float ``.tflite`` (batch 1) for every window."""
+    _, factory = interpreter_backend()
+    interp = factory(model_path=str(float_tflite))
+    interp.allocate_tensors()
+    i, o = interp.get_input_details()[0]["index"], interp.get_output_details()[0]["index"]
+    out = []
+    for w in x:
+        interp.set_tensor(i, w[None].astype(np.float32))
+        interp.invoke()
+        out.append(np.array(interp.get_tensor(o))[0])
+    return np.array(out, dtype=np.float64)
+
+
+def int8_predictions(runner: ModelRunner, x: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
+    """Posteriors of the int8 model through the runtime's ModelRunner."""
+    return np.array([runner.run(w.astype(np.float64)) for w in x])
+
+
+def clip_metrics(labels: Sequence[str], y: npt.NDArray[np.int64], post: npt.NDArray[np.float64]) -> dict[str, Any]:
+    """Top-1 accuracy, per-class accuracy and confusion matrix (rows: truth, columns: prediction)."""
+    pred = post.argmax(axis=1)
+    k = len(labels)
+    cm = np.zeros((k, k), dtype=int)
+    np.add.at(cm, (y, pred), 1)
+    per_class = {lab: (float(cm[i, i] / cm[i].sum()) if cm[i].sum() else None) for i, lab in enumerate(labels)}
+    return {"accuracy": float(np.mean(pred == y)) if len(y) else None, "per_class": per_class,
+            "confusion": cm.tolist(), "n": len(y)}
+
+
+def _fa_per_hour(scores: st.Scores, labels: Sequence[str], keywords: Sequence[str], thr: float,
+                 d: DecisionParams, hours: float, smooth: dict[str, Any]) -> float:
+    n = sum(len(st.events(scores, labels, kw, thr, d.smoothing_ms, d.min_hits, d.refractory_ms, smooth[kw]))
+            for kw in keywords)
+    return n / hours
+
+
+def _frr(pos: dict[float, st.Scores], sets: StreamSet, labels: Sequence[str], keywords: Sequence[str],
+         thr: float, d: DecisionParams, smooth: dict[float, dict[str, Any]]) -> dict[float, float]:
+    out = {}
+    for snr, scores in pos.items():
+        evs = {kw: st.events(scores, labels, kw, thr, d.smoothing_ms, d.min_hits, d.refractory_ms, smooth[snr][kw])
+               for kw in keywords}
+        det, miss, _ = st.hits_and_misses(sets.positives[snr].spans, evs)
+        out[snr] = miss / max(1, det + miss)
+    return out
+
+
+def det_curve(runner: ModelRunner, sets: StreamSet, d: DecisionParams, target_fa_h: float) -> dict[str, Any]:
+    """Score every stream once, sweep a common threshold, pick the lowest one with FA/h <= target."""
+    m = runner.manifest
+    labels, keywords = list(m.labels), list(m.keywords)
+    t0 = time.process_time()
+    neg = st.stream_scores(runner, sets.negative.samples)
+    cpu_neg = time.process_time() - t0
+    pos = {snr: st.stream_scores(runner, s.samples) for snr, s in sets.positives.items()}
+    sm_neg = {kw: st.smoothed(neg, labels.index(kw), d.smoothing_ms) for kw in keywords}
+    sm_pos = {snr: {kw: st.smoothed(sc, labels.index(kw), d.smoothing_ms) for kw in keywords}
+              for snr, sc in pos.items()}
+    grid = np.arange(1, 256) / 256.0  # int8 outputs are multiples of 1/256
+    curve = []
+    for thr in grid:
+        fa = _fa_per_hour(neg, labels, keywords, thr, d, sets.negative.hours, sm_neg)
+        frr = _frr(pos, sets, labels, keywords, thr, d, sm_pos)
+        pooled = float(np.mean([frr[s] for s in sets.headline_snr if s in frr]))
+        curve.append({"threshold": float(thr), "fa_per_hour": fa, "frr": pooled,
+                      "frr_per_snr": {str(k): v for k, v in frr.items()}})
+    ok = [i for i in range(len(curve)) if all(c["fa_per_hour"] <= target_fa_h for c in curve[i:])]
+    chosen = curve[ok[0]] if ok else curve[-1]
+    return {"curve": curve, "chosen": chosen, "negative_hours": sets.negative.hours,
+            "model_cpu_s_per_hour": cpu_neg / sets.negative.hours, "target_met": bool(ok)}
+
+
+def detector_check(runner: ModelRunner, stream: st.Stream, threshold: float, chunk: int = 1600) -> dict[str, Any]:
+    """Count detections of the real runtime Detector on a stream at ``threshold`` (the cross-check)."""
+    det = Detector([runner], {kw: threshold for kw in runner.manifest.keywords}, timed=True)
+    t0 = time.process_time()
+    found = []
+    x = stream.samples
+    for i in range(0, len(x), chunk):
+        found += det.process(x[i:i + chunk])
+    cpu = time.process_time() - t0
+    return {"detections": len(found), "per_hour": len(found) / stream.hours,
+            "cpu_s_per_hour": cpu / stream.hours, "times_s": [round(f.t, 2) for f in found[:50]]}
+
+
+def frr_at(runner: ModelRunner, sets: StreamSet, params: DecisionParams) -> dict[str, Any]:
+    """FRR per SNR at the final decision parameters, using the runtime's own Decision class."""
+    out: dict[str, Any] = {}
+    labels = list(runner.manifest.labels)
+    for snr, s in sets.positives.items():
+        evs = st.decision_events(st.stream_scores(runner, s.samples), labels, params)
+        det, miss, extra = st.hits_and_misses(s.spans, evs)
+        per_kw = {}
+        for kw in params.thresholds:
+            spans = [sp for sp in s.spans if sp[2] == kw]
+            d_kw, m_kw, _ = st.hits_and_misses(spans, {kw: evs.get(kw, [])})
+            per_kw[kw] = m_kw / max(1, d_kw + m_kw)
+        out[str(snr)] = {"frr": miss / max(1, det + miss), "utterances": det + miss, "extra_events": extra,
+                         "frr_per_keyword": per_kw}
+    return out

@@ -1,0 +1,208 @@
+"""Training recipes: one TOML file per model, parsed into frozen dataclasses before any work starts.
+
+Every table and key is checked: an unknown key, a wrong type or an impossible value raises ConfigError
+naming the file, the key and what was expected. See ``training/recipes/*.toml`` for commented examples.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kws_edge.errors import ConfigError
+from training.text import check_keyword, keyword_label
+
+
+@dataclass(frozen=True)
+class SynthesisConfig:
+    engines: tuple[str, ...] = ("espeak-ng", "flite")
+    positives_per_keyword: int = 1500  # training clips per keyword (spread over training voices)
+    test_per_keyword: int = 300  # held-out-voice clips per keyword
+    confusables: int = 1500  # clips of generated sound-alike phrases (labelled unknown)
+    unknown_words: int = 1500  # clips of common words (labelled unknown)
+    sentences: int = 400  # clips of whole sentences (labelled unknown, cut into 1 s windows)
+    silence: int = 600  # noise-only windows (labelled silence)
+    rate: tuple[float, float] = (0.75, 1.25)  # speaking rate factor range
+    pitch: tuple[float, float] = (0.2, 0.8)  # pitch range, 0..1
+    holdout_fraction: float = 0.15  # fraction of voice groups (espeak variants) held out for test
+    val_fraction: float = 0.08
+    holdout_voices: tuple[str, ...] = ("flite:rms",)  # voice groups always held out
+    max_keyword_seconds: float = 1.0  # longer (trimmed) keyword clips are dropped
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    copies: int = 2  # augmented copies per clip (train split)
+    clean_fraction: float = 0.2
+    snr_db: tuple[float, float] = (0.0, 25.0)
+    noise_kinds: tuple[str, ...] = ("white", "pink", "brown", "babble")
+    noise_dir: str = ""  # optional folder of .wav noise recordings
+    reverb_prob: float = 0.3
+    rt60: tuple[float, float] = (0.15, 0.7)
+    gain_db: tuple[float, float] = (-30.0, -1.0)  # peak level re full scale
+    speed: tuple[float, float] = (0.9, 1.1)
+    max_cut_ms: int = 60  # how much of a keyword's start a window may cut off
+
+
+@dataclass(frozen=True)
+class ModelSection:
+    filters: int = 64
+    blocks: int = 4
+    dropout: float = 0.2
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 20
+    batch_size: int = 100
+    learning_rate: float = 0.003
+    unknown_weight: float = 1.0  # class weight of _unknown_ (wake words: > 1 trades FRR for fewer FAs)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    negative_hours: float = 1.0  # length of the long non-keyword stream for false accepts per hour
+    snr_db: tuple[float, ...] = (100.0, 20.0, 10.0, 5.0)  # FRR per SNR (100 = clean)
+    headline_snr_db: tuple[float, ...] = (100.0, 20.0, 10.0)  # SNRs pooled into the headline FRR
+    target_fa_per_hour: float = 0.5
+    positives: int = 200  # held-out keyword utterances per keyword in the FRR streams
+
+
+@dataclass(frozen=True)
+class DecisionSection:
+    stride_frames: int = 3  # 60 ms at a 20 ms hop
+    smoothing_ms: int = 200
+    min_hits: int = 1
+    refractory_ms: int = 1500
+
+
+@dataclass(frozen=True)
+class DatasetSection:
+    speech_commands: str = ""  # path to a Speech Commands layout; empty: synthesize with TTS
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    kind: str
+    keywords: tuple[str, ...]
+    description: str = ""
+    seed: int = 0
+    synthesis: SynthesisConfig = field(default_factory=SynthesisConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    model: ModelSection = field(default_factory=ModelSection)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    decision: DecisionSection = field(default_factory=DecisionSection)
+    dataset: DatasetSection = field(default_factory=DatasetSection)
+    path: str = ""  # where it was read from (not a TOML key)
+
+    @property
+    def keyword_labels(self) -> tuple[str, ...]:
+        return tuple(keyword_label(k) for k in self.keywords)
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return ("_silence_", "_unknown_", *self.keyword_labels)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data.pop("path")
+        return data
+
+
+def _convert(value: Any, tp: Any, where: str) -> Any:
+    """``where`` is "<file>: <key path>"."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, where)
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ConfigError(f"{where}: expected a list of {len(args)} values, got {value!r}")
+        return tuple(_convert(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True)))
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if tp is str and not isinstance(value, str):
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    return value
+
+
+def _build(cls: Any, table: Any, where: str) -> Any:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: expected a table, got {table!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls) if f.name != "path"}
+    unknown = sorted(set(table) - fields)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; "
+                          f"expected some of {', '.join(sorted(fields))}")
+    sub = (lambda k: f"{where}.{k}") if ": " in where else (lambda k: f"{where}: {k}")
+    values = {k: _convert(v, hints[k], sub(k)) for k, v in table.items()}
+    try:
+        return cls(**values)
+    except TypeError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def _check(r: Recipe, where: str) -> None:
+    if r.kind not in ("wakeword", "commands"):
+        raise ConfigError(f"{where}: kind: expected 'wakeword' or 'commands', got {r.kind!r}")
+    if not r.keywords:
+        raise ConfigError(f"{where}: keywords: expected at least one keyword")
+    if len(set(r.keyword_labels)) != len(r.keywords):
+        raise ConfigError(f"{where}: keywords: duplicates in {list(r.keywords)}")
+    s, a = r.synthesis, r.augment
+    for name, lo_hi in (("synthesis.rate", s.rate), ("synthesis.pitch", s.pitch), ("augment.snr_db", a.snr_db),
+                        ("augment.rt60", a.rt60), ("augment.gain_db", a.gain_db), ("augment.speed", a.speed)):
+        if lo_hi[0] > lo_hi[1]:
+            raise ConfigError(f"{where}: {name}: expected [low, high], got {list(lo_hi)}")
+    if not 0 < s.holdout_fraction < 1 or not 0 <= s.val_fraction < 1:
+        raise ConfigError(f"{where}: synthesis.holdout_fraction/val_fraction must be fractions in (0, 1)")
+    bad = [k for k in a.noise_kinds if k not in ("white", "pink", "brown", "babble", "file")]
+    if bad:
+        raise ConfigError(f"{where}: augment.noise_kinds: unknown kind(s) {bad}; expected white, pink, "
+                          "brown, babble, file")
+    if "file" in a.noise_kinds and not a.noise_dir:
+        raise ConfigError(f"{where}: augment.noise_kinds has 'file' but augment.noise_dir is empty")
+    if r.train.epochs < 1 or r.train.batch_size < 1:
+        raise ConfigError(f"{where}: train.epochs and train.batch_size must be >= 1")
+    if r.eval.negative_hours <= 0:
+        raise ConfigError(f"{where}: eval.negative_hours must be > 0")
+
+
+def parse_recipe(data: dict[str, Any], where: str = "recipe") -> Recipe:
+    """Build and validate a :class:`Recipe` from a TOML document."""
+    recipe: Recipe = _build(Recipe, data, where)
+    try:
+        keywords = tuple(check_keyword(k) for k in recipe.keywords)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: keywords: {exc}") from None
+    recipe = dataclasses.replace(recipe, keywords=keywords, path=where)
+    _check(recipe, where)
+    return recipe
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Read a recipe TOML file; ConfigError for a missing file, bad TOML or a bad key."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: recipe not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    return parse_recipe(data, str(path))
+

@@ -1,0 +1,177 @@
+"""Where clips come from: a plan of TTS utterances per split, synthesized in parallel and cached.
+
+Positives, generated confusables, common words and sentences are planned over whole voices: training
+voices for ``train``, validation voices for ``val``, held-out voices for ``test`` and for the long
+negative ``stream`` used to count false accepts. The plan depends only on the recipe and its seed; each
+synthesized clip is cached under ``<cache>/tts/`` keyed by engine, voice, text, rate and pitch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing as mp
+import os
+import random
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+
+from training import text, tts
+from training.recipe import Recipe
+
+T = TypeVar("T")
+R = TypeVar("R")
+ROLES = ("keyword", "confusable", "word", "sentence")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One utterance to synthesize."""
+
+    text: str
+    voice: tts.Voice
+    rate: float
+    pitch: float
+    label: str  # "_unknown_" or a keyword label
+    split: str  # train | val | test | stream
+    role: str  # keyword | confusable | word | sentence
+
+    def cache_key(self) -> str:
+        raw = f"{self.voice.id}|{self.text}|{self.rate:.4f}|{self.pitch:.4f}|v1"
+        return hashlib.sha256(raw.encode()).hexdigest()[:24]
+
+
+@dataclass
+class Clip:
+    """A synthesized (or loaded) utterance with its label."""
+
+    samples: npt.NDArray[np.int16]
+    label: str
+    split: str
+    role: str
+    voice: str
+
+
+def default_workers() -> int:
+    """Worker processes: the cores this process may use (``KWS_EDGE_WORKERS`` overrides)."""
+    env = os.environ.get("KWS_EDGE_WORKERS", "")
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    return max(1, len(os.sched_getaffinity(0)))
+
+
+def parallel_map(fn: Callable[[T], R], items: Sequence[T], workers: int, desc: str,
+                 initializer: Callable[..., None] | None = None, initargs: tuple[Any, ...] = (),
+                 chunksize: int = 16) -> list[R]:
+    """Order-preserving map over ``items`` with a tqdm bar; spawned workers (safe after TF import)."""
+    from tqdm import tqdm
+
+    if workers <= 1 or len(items) < 2 * chunksize:
+        if initializer:
+            initializer(*initargs)
+        return [fn(x) for x in tqdm(items, desc=desc, unit="clip", leave=False, mininterval=2.0)]
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(workers, initializer=initializer, initargs=initargs) as pool:
+        it: Iterator[R] = pool.imap(fn, items, chunksize=chunksize)
+        return list(tqdm(it, total=len(items), desc=desc, unit="clip", leave=False, mininterval=2.0))
+
+
+def _pick(rng: random.Random, voices: Sequence[tts.Voice], texts: Sequence[str], n: int, label: str,
+          split: str, role: str, recipe: Recipe) -> list[Job]:
+    s = recipe.synthesis
+    jobs = []
+    for i in range(n):
+        jobs.append(Job(texts[i % len(texts)], rng.choice(voices), round(rng.uniform(*s.rate), 3),
+                        round(rng.uniform(*s.pitch), 3), label, split, role))
+    return jobs
+
+
+def plan_jobs(recipe: Recipe, voices: dict[str, list[tts.Voice]], stream_seconds: float = 0.0) -> list[Job]:
+    """Every utterance the recipe needs, per split, deterministic for the recipe's seed."""
+    s = recipe.synthesis
+    rng = random.Random(recipe.seed)
+    jobs: list[Job] = []
+    words = text.common_words(recipe.keywords)
+    conf = [c for kw in recipe.keywords
+            for c in text.confusables(kw, 400 if recipe.kind == "wakeword" else 25, recipe.seed,
+                                      avoid=recipe.keywords)]
+    rng.shuffle(conf)
+    fractions = {"train": 1.0, "val": 0.12, "test": 0.25}
+    for k, (split, frac) in enumerate(fractions.items()):
+        vs = voices[split]
+        for kw, label in zip(recipe.keywords, recipe.keyword_labels, strict=True):
+            n = s.test_per_keyword if split == "test" else round(s.positives_per_keyword * frac)
+            jobs += _pick(rng, vs, [kw], n, label, split, "keyword", recipe)
+        if conf:
+            jobs += _pick(rng, vs, conf, round(s.confusables * frac), "_unknown_", split, "confusable", recipe)
+        jobs += _pick(rng, vs, words, round(s.unknown_words * frac), "_unknown_", split, "word", recipe)
+        n_sent = round(s.sentences * frac)
+        jobs += _pick(rng, vs, text.sentences(n_sent, recipe.seed + 1000 * (k + 1), recipe.keywords),
+                      n_sent, "_unknown_", split, "sentence", recipe)
+    if stream_seconds > 0:
+        jobs += plan_stream_jobs(recipe, voices["test"], stream_seconds, conf, words)
+    return jobs
+
+
+def plan_stream_jobs(recipe: Recipe, voices: Sequence[tts.Voice], seconds: float, conf: Sequence[str],
+                     words: Sequence[str]) -> list[Job]:
+    """Held-out-voice speech for the long negative stream: ~2.6 s sentences, some words and confusables."""
+    rng = random.Random(recipe.seed + 7)
+    n_sent = int(seconds * 0.7 / 2.6) + 1
+    sents = text.sentences(n_sent, recipe.seed + 99, recipe.keywords)
+    jobs = _pick(rng, voices, sents, n_sent, "_unknown_", "stream", "sentence", recipe)
+    n_short = int(seconds * 0.1 / 0.7) + 1
+    if conf:
+        jobs += _pick(rng, voices, list(conf), n_short // 2, "_unknown_", "stream", "confusable", recipe)
+    jobs += _pick(rng, voices, list(words), n_short - n_short // 2, "_unknown_", "stream", "word", recipe)
+    return jobs
+
+
+_CACHE: Path | None = None
+
+
+def _init_synth(cache: str) -> None:
+    global _CACHE
+    _CACHE = Path(cache)
+
+
+def _synth_one(job: Job) -> npt.NDArray[np.int16]:
+    """Worker: synthesize (or load from cache) one job, trimmed of leading/trailing silence."""
+    if _CACHE is None:
+        raise RuntimeError("_init_synth was not called in this worker")
+    path = _CACHE / job.cache_key()[:2] / f"{job.cache_key()}.npy"
+    if path.exists():
+        return np.load(path)
+    x = tts.trim_silence(tts.synthesize(job.voice, job.text, job.rate, job.pitch))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
+    np.save(tmp, x)
+    os.replace(tmp, path)
+    return x
+
+
+def synthesize_jobs(jobs: Sequence[Job], cache_dir: Path, workers: int) -> list[Clip]:
+    """Run the plan (parallel, cached); empty results (nothing audible) are dropped."""
+    cache = Path(cache_dir) / "tts"
+    cache.mkdir(parents=True, exist_ok=True)
+    arrays = parallel_map(_synth_one, list(jobs), workers, "synthesize", _init_synth, (str(cache),))
+    return [Clip(x, j.label, j.split, j.role, j.voice.id) for j, x in zip(jobs, arrays, strict=True) if len(x)]
+
+
+def voice_split(recipe: Recipe) -> dict[str, list[tts.Voice]]:
+    """The recipe's voices split into train / val / test voice groups."""
+    s = recipe.synthesis
+    tts.require_engines(s.engines)
+    return tts.split_voices(tts.all_voices(s.engines), s.holdout_fraction, s.val_fraction, recipe.seed,
+                            s.holdout_voices)
+
+
+def by_split(clips: Iterable[Clip]) -> dict[str, list[Clip]]:
+    out: dict[str, list[Clip]] = {}
+    for c in clips:
+        out.setdefault(c.split, []).append(c)
+    return out
