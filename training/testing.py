@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kws_edge.audio import write_wav
 from kws_edge.features import FeatureParams, mfcc
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -56,3 +57,29 @@ def make_tiny_model(out_dir: Path, name: str = "tiny",
     )
     return export_model(model, spec, representative_noise_windows(16, seed, params), Path(out_dir),
                         training={"recipe": "training.testing.make_tiny_model", "seed": seed})
+
+
+def tone(freq: float, seed: int, n: int = 16000) -> np.ndarray:
+    """A seeded tone in a little noise, int16."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n) / 16000
+    return (3000 * np.sin(2 * np.pi * freq * t) + 200 * rng.standard_normal(n)).astype(np.int16)
+
+
+def make_speech_commands_dataset(root: Path, words: dict[str, float], per_word: int = 4, rate: int = 16000) -> Path:
+    """<root>/<word>/<speaker>_nohash_<i>.wav, _background_noise_/, validation and testing lists."""
+    val, test = [], []
+    for w, f in words.items():
+        (root / w).mkdir(parents=True)
+        for i in range(per_word):
+            name = f"{i:08x}_nohash_0.wav"
+            write_wav(root / w / name, tone(f, i, rate), rate)
+            if i == 1:
+                val.append(f"{w}/{name}")
+            if i == 2:
+                test.append(f"{w}/{name}")
+    (root / "_background_noise_").mkdir()
+    write_wav(root / "_background_noise_" / "white.wav", tone(50.0, 99, 48000))
+    (root / "validation_list.txt").write_text("\n".join(val) + "\n")
+    (root / "testing_list.txt").write_text("\n".join(test) + "\n")
+    return root

@@ -1,0 +1,94 @@
+"""Tiny end-to-end runs of ``kws-edge train``: synthesize (or load), train one epoch, quantize, export,
+evaluate; the runtime then loads and runs the int8 model."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+pytest.importorskip("tensorflow", reason="training extra (tensorflow-cpu) not installed")
+pytest.importorskip("tflite_micro", reason="tflite-micro not installed")
+
+from kws_edge import manifest as mf
+from kws_edge.cli import main
+from kws_edge.model import load_model
+from kws_edge.pipeline import Detector
+from training.export import parse_c_array
+from training.testing import make_speech_commands_dataset
+
+SYNTH = """
+[synthesis]
+positives_per_keyword = 24
+test_per_keyword = 6
+confusables = 12
+unknown_words = 12
+sentences = 2
+silence = 8
+"""
+TINY = """
+[augment]
+copies = 1
+[model]
+filters = 8
+blocks = 1
+[train]
+epochs = 1
+batch_size = 16
+[eval]
+negative_hours = 0.01
+positives = 6
+snr_db = [100.0, 10.0]
+headline_snr_db = [100.0]
+"""
+
+
+def _train(tmp_path: Path, recipe_text: str) -> Path:
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(recipe_text, encoding="utf-8")
+    rc = main(["train", "--recipe", str(recipe), "--out", str(tmp_path / "models"), "--cache",
+               str(tmp_path / "cache"), "--run-dir", str(tmp_path / "run"), "--workers", "1"])
+    assert rc == 0
+    return tmp_path / "models"
+
+
+def _check_outputs(models: Path, name: str, tmp_path: Path) -> None:
+    manifest = models / f"{name}.json"
+    m = mf.load(manifest)
+    assert m.metrics["threshold"] == m.decision.thresholds[m.keywords[0]]
+    assert (models / f"{name}.float.tflite").exists()
+    cc = (tmp_path / "run" / "firmware" / name / "model_data.cc").read_text()
+    assert parse_c_array(cc) == (models / f"{name}.tflite").read_bytes()
+    report = json.loads((models / "reports" / name / "report.json").read_text())
+    assert report["summary"]["size_bytes"] == m.size_bytes
+    assert report["streams"]["negative_hours"] >= 0.01
+    for png in ("det.png", "frr_snr.png", "confusion.png"):
+        assert (models / "reports" / name / png).read_bytes()[:4] == b"\x89PNG"
+    runner = load_model(manifest)
+    post = runner.run(np.zeros((m.window_frames, m.features.numcep)))
+    assert post.shape == (len(m.labels),) and abs(post.sum() - 1) < 0.05
+    det = Detector([runner])
+    rng = np.random.default_rng(0)
+    det.process((rng.standard_normal(32000) * 300).astype(np.int16))
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None or shutil.which("flite") is None,
+                    reason="espeak-ng and flite (Debian packages espeak-ng, flite) not installed")
+def test_tiny_tts_run(tmp_path: Path) -> None:
+    head = 'name = "tiny_jarvis"\nkind = "wakeword"\nkeywords = ["hey jarvis"]\nseed = 2\n'
+    models = _train(tmp_path, head + SYNTH + TINY)
+    _check_outputs(models, "tiny_jarvis", tmp_path)
+
+
+def test_tiny_speech_commands_run(tmp_path: Path) -> None:
+    root = make_speech_commands_dataset(tmp_path / "sc", {"yes": 500.0, "no": 900.0, "cat": 1300.0, "dog": 300.0},
+                        per_word=8)
+    head = (f'name = "tiny_sc"\nkind = "commands"\nkeywords = ["yes", "no"]\n'
+            f'[dataset]\nspeech_commands = "{root}"\n')
+    models = _train(tmp_path, head + "[synthesis]\nsilence = 8\n" + TINY)
+    _check_outputs(models, "tiny_sc", tmp_path)
