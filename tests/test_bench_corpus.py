@@ -90,3 +90,20 @@ def test_sentences_never_contain_a_keyword() -> None:
     said = [sentence(rng, ("hey jarvis", "alexa")) for _ in range(2000)]
     assert not any("hey jarvis" in s or " alexa " in f" {s} " for s in said)
     assert any("hey travis" in s for s in said)  # near misses are there
+
+
+@pytest.mark.parametrize("seed", [0, 1, 5])
+def test_default_voices_are_never_training_voices(seed: int) -> None:
+    pytest.importorskip("training.tts")
+    from benchmarks.tts import default_voices
+    from training import tts as ttts
+    from training.recipe import SynthesisConfig
+
+    s = SynthesisConfig()
+    recipe = {"seed": seed, "synthesis": {"holdout_fraction": 0.15, "val_fraction": 0.05,
+                                          "holdout_voices": ["flite:rms"], "engines": list(s.engines)}}
+    voices, source = default_voices({"recipe": recipe})
+    split = ttts.split_voices(ttts.all_voices(s.engines), 0.15, 0.05, seed, ("flite:rms",))
+    used = {f"{'espeak' if v.engine == 'espeak-ng' else 'flite'}:{v.name}" for v in split["train"] + split["val"]}
+    assert voices and not set(voices) & used
+    assert "flite:rms" in voices and f"seed {seed}" in source
