@@ -95,15 +95,21 @@ def test_detections_survive_garbage_and_bad_checksums(nano: FakeNano) -> None:
     got = Collector()
     bridge = SerialBridge(str(nano.link), 115200, got, {"hey_jarvis": SHA}, backoff_min_s=0.05)
     stop, thread = start(bridge)
-    nano.send(p.format_hello("0.1.0", SHA[:8], "hey_jarvis"))
     bad_crc = bytearray(p.format_detection("hey_jarvis", 0.9, 50))
     bad_crc[-4] = ord("0") if bad_crc[-4] != ord("0") else ord("1")
-    for i in range(20):
-        nano.send(p.format_detection("hey_jarvis", 0.5 + i / 100, 1000 * i))
-        if i % 4 == 0:
-            nano.send(b"\x00\xff boot noise \x1b[0m\r\n", bytes(bad_crc), b"KWS1 DET half a li")
-            nano.send(b"ne\r\n")
-    nano.send(p.format_heartbeat(20000, 0), p.format_error("microphone"))
+
+    def firmware() -> None:  # the board's writer, in its own thread as on the real device
+        nano.send(p.format_hello("0.1.0", SHA[:8], "hey_jarvis"))
+        for i in range(20):
+            nano.send(p.format_detection("hey_jarvis", 0.5 + i / 100, 1000 * i))
+            if i % 4 == 0:
+                nano.send(b"\x00\xff boot noise \x1b[0m\r\n", bytes(bad_crc), b"KWS1 DET half a li")
+                nano.send(b"ne\r\n")
+        nano.send(p.format_heartbeat(20000, 0), p.format_error("microphone"))
+
+    writer = threading.Thread(target=firmware)
+    writer.start()
+    writer.join(10)
     wait_until(lambda: got.count() == 20 and bridge.stats.board_errors == 1, what="20 detections")
     finish(stop, thread)
     assert [(d.keyword, d.ms, d.model_sha8) for d in got.items] == [("hey_jarvis", 1000 * i, SHA[:8])
