@@ -1,8 +1,10 @@
 """TensorFlow Lite Micro checks of the firmware's model, without a board.
 
 - The model in the ``tflite-micro`` interpreter (the same kernels as the Arduino library, reference
-  variants) gives outputs within 1 LSB of LiteRT's on golden inputs: the int8 windows the Pi pipeline (and,
-  per test_firmware_host, the firmware's C++) computes from real speech.
+  variants) gives outputs within 1 LSB of LiteRT's builtin kernels on golden inputs: the int8 windows the
+  Pi pipeline (and, per test_firmware_host, the firmware's C++) computes from real speech. LiteRT runs
+  without its default XNNPACK delegate here: XNNPACK's int8 softmax differs from TFLite's own kernels
+  (measured: up to 19 LSB on mid-range outputs of hey_jarvis), the builtin kernels do not.
 - It runs in an arena of the manifest's ``arena_bytes`` (so its arena use is <= that).
 - The sketch registers exactly the model's ops (``.Add*()`` calls parsed from its sources).
 - RAM and flash fit the Nano 33 BLE Sense with >= 30 % headroom; the estimated inference rate is printed.
@@ -20,7 +22,7 @@ import pytest
 
 from kws_edge import firmware
 from kws_edge import manifest as mf
-from kws_edge.model import load_model, model_ops
+from kws_edge.model import ModelRunner, load_model, model_ops
 from tests.test_firmware_host import golden_signal
 from tests.test_firmware_support import REPO, FeatureCase, build, python_features, run_harness
 
@@ -36,6 +38,17 @@ def signal(tmp_path_factory: pytest.TempPathFactory) -> np.ndarray:
     return golden_signal(tmp_path_factory.mktemp("tflm_speech"))
 
 
+def reference_runner(path: Path) -> ModelRunner:
+    """The model in LiteRT with TFLite's builtin kernels (no XNNPACK delegate), checked by load_model first."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    m = load_model(path).manifest
+    interp = Interpreter(model_content=m.model_path.read_bytes(), num_threads=1,
+                         experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    interp.allocate_tensors()
+    return ModelRunner(m, interp, "ai-edge-litert (builtin kernels)")
+
+
 def _micro(data: bytes, arena: int) -> object:
     from tflite_micro import runtime
 
@@ -47,7 +60,7 @@ def _micro(data: bytes, arena: int) -> object:
 
 def test_tflm_equals_litert_on_golden_inputs(tiny_model: Path, signal: np.ndarray) -> None:
     for path in _models(tiny_model):
-        runner = load_model(path)
+        runner = reference_runner(path)
         m = runner.manifest
         case = FeatureCase(m.features, m.input.scale, m.input.zero_point, m.window_frames, m.stride_frames)
         _, windows = python_features(signal, case)
@@ -159,7 +172,7 @@ def test_firmware_chain_equals_the_pi_detector(tiny_model: Path, signal: np.ndar
         # The untrained tiny model's outputs hover around 0.25-0.35: low thresholds make it fire.
         thresholds = {"yes": 0.3, "no": 0.2} if path == tiny_model else {}
         board = _board_chain(host, path, signal, thresholds, tmp_path)
-        pi = Detector([load_model(path)], thresholds).process(signal)
+        pi = Detector([reference_runner(path)], thresholds).process(signal)
         print(f"\n{path.stem}: {len(pi)} detection(s) on the Pi, {len(board)} from the board chain")
         if path == tiny_model:
             assert len(pi) >= 3
