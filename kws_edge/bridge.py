@@ -51,6 +51,7 @@ class BridgeStats:
     sha_mismatches: int = 0
     callback_errors: int = 0
     dropped_samples: int = 0
+    skipped_runs: int = 0
     reader: protocol.ReaderStats = field(default_factory=protocol.ReaderStats)
 
 
@@ -140,6 +141,9 @@ class SerialBridge:
             if message.dropped > self.stats.dropped_samples:
                 log.warning("board dropped %d audio samples so far", message.dropped)
             self.stats.dropped_samples = message.dropped
+            if message.skipped > self.stats.skipped_runs:
+                log.debug("board skipped %d model runs so far to keep up", message.skipped)
+            self.stats.skipped_runs = message.skipped
         elif isinstance(message, protocol.Hello):
             self._on_hello(message)
         else:

@@ -15,7 +15,8 @@ unsigned 32-bit number that wraps after 49.7 days):
 
     KWS1 HELLO <fw_version> <model_sha8> <model_name>   at start-up and every 10 s
     KWS1 DET <keyword> <score> <ms>                     one per detection; score 0.0000-1.0000
-    KWS1 HB <ms> <dropped>                              every second; dropped = audio samples lost so far
+    KWS1 HB <ms> <dropped> <skipped>                    every second; dropped = audio samples lost so far,
+                                                        skipped = model runs skipped to keep up so far
     KWS1 ERR <code>                                     the firmware cannot run (repeated every second)
 
 ``model_sha8`` is the first 8 hex digits of the model's sha256 (as in its manifest). A reader ignores
@@ -55,6 +56,7 @@ class Detection:
 class Heartbeat:
     ms: int
     dropped: int
+    skipped: int = 0
 
 
 @dataclass(frozen=True)
@@ -97,7 +99,7 @@ def encode(message: Message) -> bytes:
         score = min(1.0, max(0.0, message.score))
         fields = ["DET", _token(message.keyword, "keyword"), f"{score:.4f}", _u32(message.ms, "ms")]
     elif isinstance(message, Heartbeat):
-        fields = ["HB", _u32(message.ms, "ms"), _u32(message.dropped, "dropped")]
+        fields = ["HB", _u32(message.ms, "ms"), _u32(message.dropped, "dropped"), _u32(message.skipped, "skipped")]
     else:
         fields = ["ERR", _token(message.code, "code")]
     body = " ".join([VERSION, *fields]).encode("ascii")
@@ -115,8 +117,8 @@ def format_detection(keyword: str, score: float, ms: int) -> bytes:
     return encode(Detection(keyword, score, ms))
 
 
-def format_heartbeat(ms: int, dropped: int) -> bytes:
-    return encode(Heartbeat(ms, dropped))
+def format_heartbeat(ms: int, dropped: int, skipped: int = 0) -> bytes:
+    return encode(Heartbeat(ms, dropped, skipped))
 
 
 def format_error(code: str) -> bytes:
@@ -143,7 +145,7 @@ def _score(text: str) -> float:
     return value
 
 
-_ARITY = {"HELLO": 3, "DET": 3, "HB": 2, "ERR": 1}
+_ARITY = {"HELLO": 3, "DET": 3, "HB": 3, "ERR": 1}
 
 
 def parse_line(line: bytes | str) -> Message:
@@ -173,7 +175,7 @@ def parse_line(line: bytes | str) -> Message:
     if kind == "DET":
         return Detection(args[0], _score(args[1]), _int(args[2], "ms"))
     if kind == "HB":
-        return Heartbeat(_int(args[0], "ms"), _int(args[1], "dropped"))
+        return Heartbeat(_int(args[0], "ms"), _int(args[1], "dropped"), _int(args[2], "skipped"))
     return Error(args[0])
 
 

@@ -105,7 +105,7 @@ def test_detections_survive_garbage_and_bad_checksums(nano: FakeNano) -> None:
             if i % 4 == 0:
                 nano.send(b"\x00\xff boot noise \x1b[0m\r\n", bytes(bad_crc), b"KWS1 DET half a li")
                 nano.send(b"ne\r\n")
-        nano.send(p.format_heartbeat(20000, 0), p.format_error("microphone"))
+        nano.send(p.format_heartbeat(20000, 0, 2), p.format_error("microphone"))
 
     writer = threading.Thread(target=firmware)
     writer.start()
@@ -117,6 +117,7 @@ def test_detections_survive_garbage_and_bad_checksums(nano: FakeNano) -> None:
     assert [d.score for d in got.items] == [round(0.5 + i / 100, 4) for i in range(20)]
     assert bridge.stats.reader.corrupt == 15  # 5 x (noise, bad checksum, joined half lines)
     assert bridge.stats.sha_mismatches == 0 and bridge.stats.heartbeats == 1
+    assert bridge.stats.skipped_runs == 2
 
 
 def test_unplug_replug_and_board_reset(nano: FakeNano) -> None:

@@ -132,8 +132,8 @@ def test_cpp_protocol_lines_parse_in_python(host: Path, tmp_path: Path) -> None:
     scores = [m.score for m in messages if isinstance(m, protocol.Detection)]
     assert scores == [0.0, 0.5, 0.7346, 1.0, 1.0, 1.0]
     assert [m.ms for m in messages if isinstance(m, protocol.Detection)] == [7, 1007, 2007, 3007, 4007, 5007]
-    assert messages[-2] == protocol.Heartbeat(4294967295, 12)
+    assert messages[-2] == protocol.Heartbeat(4294967295, 12, 3)
     assert messages[-1] == protocol.Error("arena_too_small")
     # Same bytes as the Python formatter for the same values.
-    assert raw.splitlines(keepends=True)[-2] == protocol.format_heartbeat(4294967295, 12)
+    assert raw.splitlines(keepends=True)[-2] == protocol.format_heartbeat(4294967295, 12, 3)
     assert raw.splitlines(keepends=True)[2] == protocol.format_detection("hey_jarvis", 0.5, 1007)

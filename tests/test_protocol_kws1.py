@@ -14,7 +14,7 @@ def test_crc16_check_value() -> None:
 
 def test_round_trip_every_message() -> None:
     messages = [p.Hello("0.1.0", "a994690c", "hey_jarvis"), p.Detection("hey_jarvis", 0.8125, 123456),
-                p.Heartbeat(0, 0), p.Heartbeat(2**32 - 1, 17), p.Error("arena_too_small")]
+                p.Heartbeat(0, 0, 0), p.Heartbeat(2**32 - 1, 17, 4), p.Error("arena_too_small")]
     for message in messages:
         line = p.encode(message)
         assert line.endswith(b"\r\n") and len(line) <= p.MAX_LINE
@@ -44,8 +44,8 @@ def _signed(body: bytes) -> bytes:
     return body + b"*%04X\r\n" % p.crc16(body)
 
 
-@pytest.mark.parametrize("body", [b"KWS1 DET yes 1.5 10", b"KWS1 DET yes 0.5", b"KWS1 HB -1 0",
-                                  b"KWS1 HB 4294967296 0", b"KWS1 HELLO a b", b"KWS1 DET yes nan 1"])
+@pytest.mark.parametrize("body", [b"KWS1 DET yes 1.5 10", b"KWS1 DET yes 0.5", b"KWS1 HB -1 0 0",
+                                  b"KWS1 HB 4294967296 0 0", b"KWS1 HB 1 0", b"KWS1 HELLO a b", b"KWS1 DET yes nan 1"])
 def test_malformed_fields_with_valid_checksum_are_corrupt(body: bytes) -> None:
     with pytest.raises(p.ProtocolError) as info:
         p.parse_line(_signed(body))

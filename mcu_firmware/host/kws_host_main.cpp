@@ -215,7 +215,7 @@ int RunProto(int argc, char** argv) {
     n = kws::FormatDetection(line, sizeof(line), "hey_jarvis", scores[i], 1000u * i + 7u);
     fwrite(line, 1, n, out);
   }
-  n = kws::FormatHeartbeat(line, sizeof(line), 4294967295u, 12);
+  n = kws::FormatHeartbeat(line, sizeof(line), 4294967295u, 12, 3);
   fwrite(line, 1, n, out);
   n = kws::FormatError(line, sizeof(line), "arena_too_small");
   fwrite(line, 1, n, out);

@@ -47,6 +47,8 @@ int AudioRead(int16_t* dst, int max_samples) {
   return n;
 }
 
+int AudioBacklog() { return static_cast<int>(g_write - g_read); }
+
 uint32_t AudioDropped() { return g_dropped; }
 
 }  // namespace kws

@@ -13,6 +13,8 @@ constexpr int kAudioRingSamples = 8000;  // 0.5 s at 16 kHz: loop() may stall th
 bool AudioBegin(int sample_rate);
 // Copies up to max_samples of the oldest unread samples into dst; returns how many.
 int AudioRead(int16_t* dst, int max_samples);
+// Samples received but not yet read (how far loop() is behind the microphone).
+int AudioBacklog();
 // Samples lost because the ring buffer was full, since AudioBegin.
 uint32_t AudioDropped();
 

@@ -56,9 +56,9 @@ void RespondHello() {
                          kws_model::kModelName));
 }
 
-void RespondHeartbeat(uint32_t ms, uint32_t dropped) {
+void RespondHeartbeat(uint32_t ms, uint32_t dropped, uint32_t skipped) {
   char line[kMaxLineLength];
-  Send(line, FormatHeartbeat(line, sizeof(line), ms, dropped));
+  Send(line, FormatHeartbeat(line, sizeof(line), ms, dropped, skipped));
 }
 
 void RespondError(const char* code) {

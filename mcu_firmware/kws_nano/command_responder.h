@@ -12,7 +12,7 @@ void ResponderBegin();
 void RespondToDetection(int keyword_index, const char* keyword, double score, uint32_t ms, uint32_t now_ms);
 void RespondModelRun();
 void RespondHello();
-void RespondHeartbeat(uint32_t ms, uint32_t dropped);
+void RespondHeartbeat(uint32_t ms, uint32_t dropped, uint32_t skipped);
 void RespondError(const char* code);
 // Turns the detection LED off once its time is up; call from loop().
 void ResponderUpdate(uint32_t now_ms);

@@ -98,11 +98,12 @@ size_t FormatDetection(char* buf, size_t cap, const char* keyword, double score,
   return w.Finish();
 }
 
-size_t FormatHeartbeat(char* buf, size_t cap, uint32_t ms, uint32_t dropped) {
+size_t FormatHeartbeat(char* buf, size_t cap, uint32_t ms, uint32_t dropped, uint32_t skipped) {
   LineWriter w(buf, cap);
   w.Text("KWS1 HB");
   w.Unsigned(ms);
   w.Unsigned(dropped);
+  w.Unsigned(skipped);
   return w.Finish();
 }
 

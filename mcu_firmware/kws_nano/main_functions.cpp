@@ -1,6 +1,11 @@
 // Wires the stages: audio_provider -> feature_provider -> model_runner -> recognize_commands ->
 // command_responder. Times in DET/HB lines are audio stream times (samples / sample rate), so they match
 // what kws_edge.pipeline computes for the same samples.
+//
+// Every hop's MFCC frame is always computed. The model runs at every stride_frames-th frame, as on the Pi,
+// while the loop keeps up with the microphone; when a model run is due but more than one stride of audio
+// is waiting, that run is skipped (counted in g_skipped_runs) so the loop catches up instead of dropping
+// audio. A model slower than its stride thus runs as often as the CPU allows, on correct windows.
 #include "main_functions.h"
 
 #include <Arduino.h>
@@ -25,6 +30,7 @@ const char* g_error = nullptr;  // set when the firmware cannot run; reported ev
 uint32_t g_last_heartbeat = 0;
 uint32_t g_last_hello = 0;
 uint64_t g_samples = 0;  // samples consumed since start
+uint32_t g_skipped_runs = 0;  // model runs skipped to catch up with the microphone
 int16_t g_audio[512];
 int8_t g_window[kws_model::kWindowFrames * kws_model::kNumcep];
 
@@ -109,7 +115,7 @@ void Periodic(uint32_t now) {
       kws::RespondError(g_error);
     } else {
       kws::RespondHeartbeat(static_cast<uint32_t>(g_samples * 1000 / kws_model::kSampleRate),
-                            kws::AudioDropped());
+                            kws::AudioDropped(), g_skipped_runs);
     }
   }
 }
@@ -135,6 +141,11 @@ void loop() {
     p += used;
     left -= used;
     g_samples += used;
-    if (g_features.FrameReady() && g_features.ModelDue()) OnModelDue();
+    if (!g_features.FrameReady() || !g_features.ModelDue()) continue;
+    if (left + kws::AudioBacklog() > kws_model::kStrideFrames * kws_model::kHop) {
+      ++g_skipped_runs;  // behind the microphone: catch up first
+    } else {
+      OnModelDue();
+    }
   }
 }
