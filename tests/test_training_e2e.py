@@ -40,6 +40,11 @@ blocks = 1
 [train]
 epochs = 1
 batch_size = 16
+mining_rounds = 1
+mining_hours = 0.005
+mining_epochs = 1
+mining_threshold = 0.0
+mining_max = 20
 [eval]
 negative_hours = 0.01
 positives = 6
@@ -64,6 +69,8 @@ def _check_outputs(models: Path, name: str, tmp_path: Path) -> None:
     assert (models / f"{name}.float.tflite").exists()
     cc = (tmp_path / "run" / "firmware" / name / "model_data.cc").read_text()
     assert parse_c_array(cc) == (models / f"{name}.tflite").read_bytes()
+    history = m.training["history"]
+    assert history["mining"][0]["kept"] == 20  # hard negatives mined from training voices
     report = json.loads((models / "reports" / name / "report.json").read_text())
     assert report["summary"]["size_bytes"] == m.size_bytes
     assert report["streams"]["negative_hours"] >= 0.01

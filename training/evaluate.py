@@ -81,19 +81,35 @@ def _frr(pos: dict[float, st.Scores], sets: StreamSet, labels: Sequence[str], ke
     return out
 
 
-def det_curve(runner: ModelRunner, sets: StreamSet, d: DecisionParams, target_fa_h: float) -> dict[str, Any]:
-    """Score every stream once, sweep a common threshold, pick the lowest one with FA/h <= target."""
-    m = runner.manifest
-    labels, keywords = list(m.labels), list(m.keywords)
+@dataclass
+class StreamScores:
+    """Model scores over every evaluation stream (computed once, replayed for any decision setting)."""
+
+    negative: st.Scores
+    positives: dict[float, st.Scores]
+    cpu_s_per_hour: float  # model + features CPU seconds per hour of audio (this machine)
+
+
+def score_streams(runner: ModelRunner, sets: StreamSet) -> StreamScores:
+    """Run the model over the negative stream and every positive stream the way the runtime does."""
     t0 = time.process_time()
     neg = st.stream_scores(runner, sets.negative.samples)
-    cpu_neg = time.process_time() - t0
-    pos = {snr: st.stream_scores(runner, s.samples) for snr, s in sets.positives.items()}
+    cpu = (time.process_time() - t0) / sets.negative.hours
+    return StreamScores(neg, {snr: st.stream_scores(runner, s.samples) for snr, s in sets.positives.items()}, cpu)
+
+
+def det_curve(runner: ModelRunner, sets: StreamSet, d: DecisionParams, target_fa_h: float,
+              scores: StreamScores | None = None) -> dict[str, Any]:
+    """Sweep a common threshold over the scored streams; pick the lowest one with FA/h <= target above it."""
+    m = runner.manifest
+    labels, keywords = list(m.labels), list(m.keywords)
+    sc = scores or score_streams(runner, sets)
+    neg, pos = sc.negative, sc.positives
     sm_neg = {kw: st.smoothed(neg, labels.index(kw), d.smoothing_ms) for kw in keywords}
-    sm_pos = {snr: {kw: st.smoothed(sc, labels.index(kw), d.smoothing_ms) for kw in keywords}
-              for snr, sc in pos.items()}
+    sm_pos = {snr: {kw: st.smoothed(s, labels.index(kw), d.smoothing_ms) for kw in keywords}
+              for snr, s in pos.items()}
     grid = np.arange(1, 256) / 256.0  # int8 outputs are multiples of 1/256
-    curve = []
+    curve: list[dict[str, Any]] = []
     for thr in grid:
         fa = _fa_per_hour(neg, labels, keywords, thr, d, sets.negative.hours, sm_neg)
         frr = _frr(pos, sets, labels, keywords, thr, d, sm_pos)
@@ -103,12 +119,40 @@ def det_curve(runner: ModelRunner, sets: StreamSet, d: DecisionParams, target_fa
     ok = [i for i in range(len(curve)) if all(c["fa_per_hour"] <= target_fa_h for c in curve[i:])]
     chosen = curve[ok[0]] if ok else curve[-1]
     return {"curve": curve, "chosen": chosen, "negative_hours": sets.negative.hours,
-            "model_cpu_s_per_hour": cpu_neg / sets.negative.hours, "target_met": bool(ok)}
+            "model_cpu_s_per_hour": sc.cpu_s_per_hour, "target_met": bool(ok),
+            "decision": {"smoothing_ms": d.smoothing_ms, "min_hits": d.min_hits, "refractory_ms": d.refractory_ms}}
 
 
-def detector_check(runner: ModelRunner, stream: st.Stream, threshold: float, chunk: int = 1600) -> dict[str, Any]:
-    """Count detections of the real runtime Detector on a stream at ``threshold`` (the cross-check)."""
-    det = Detector([runner], {kw: threshold for kw in runner.manifest.keywords}, timed=True)
+def choose_decision(runner: ModelRunner, sets: StreamSet, default: DecisionParams, target_fa_h: float,
+                    smoothing: tuple[int, ...] = (0, 120, 200, 300), hits: tuple[int, ...] = (1, 2, 3)
+                    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """DET curves for a small grid of smoothing/min_hits; the lowest FRR at the target wins (ties: default)."""
+    scores = score_streams(runner, sets)
+    options = [(default.smoothing_ms, default.min_hits)]
+    options += [(s, h) for s in smoothing for h in hits if (s, h) != options[0]]
+    tried = []
+    best: dict[str, Any] | None = None
+    for s, h in options:
+        d = DecisionParams(default.thresholds, s, h, default.refractory_ms)
+        det = det_curve(runner, sets, d, target_fa_h, scores)
+        c = det["chosen"]
+        tried.append({"smoothing_ms": s, "min_hits": h, "threshold": c["threshold"], "frr": c["frr"],
+                      "fa_per_hour": c["fa_per_hour"], "target_met": det["target_met"]})
+        key = (not det["target_met"], c["frr"])
+        if best is None or key < (not best["target_met"], best["chosen"]["frr"]):
+            best = det
+    return best, tried  # type: ignore[return-value]
+
+
+def detector_check(runner: ModelRunner, stream: st.Stream, threshold: float, params: DecisionParams,
+                   chunk: int = 1600) -> dict[str, Any]:
+    """Count detections of the real runtime Detector on a stream at the chosen operating point."""
+    import dataclasses
+
+    m = runner.manifest
+    decision = dataclasses.replace(m.decision, smoothing_ms=params.smoothing_ms, min_hits=params.min_hits)
+    probe = ModelRunner(dataclasses.replace(m, decision=decision), runner._interp, runner.backend)
+    det = Detector([probe], {kw: threshold for kw in m.keywords}, timed=True)
     t0 = time.process_time()
     found = []
     x = stream.samples

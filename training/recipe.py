@@ -61,6 +61,11 @@ class TrainConfig:
     batch_size: int = 100
     learning_rate: float = 0.003
     unknown_weight: float = 1.0  # class weight of _unknown_ (wake words: > 1 trades FRR for fewer FAs)
+    mining_rounds: int = 0  # hard-negative mining rounds after the first pass (see training.mining)
+    mining_hours: float = 1.0  # length of the training-voice negative stream mined each round
+    mining_threshold: float = 0.1  # keyword score above which a stream window becomes a hard negative
+    mining_max: int = 6000  # hard negatives kept per round (highest scores first)
+    mining_epochs: int = 8  # epochs of further training after each round
 
 
 @dataclass(frozen=True)

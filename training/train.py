@@ -46,8 +46,13 @@ def _best_weights_callback(val: FeatureSet) -> Any:
     return KeepBest()
 
 
-def train_model(recipe: Recipe, sets: dict[str, FeatureSet], verbose: bool = True) -> tuple[Any, dict[str, Any]]:
-    """Train the recipe's DS-CNN; return (model with the best validation epoch's weights, history)."""
+def train_model(recipe: Recipe, sets: dict[str, FeatureSet], verbose: bool = True,
+                negatives: list[Any] | None = None, bank: Any = None) -> tuple[Any, dict[str, Any]]:
+    """Train the recipe's DS-CNN; return (model with the best validation epoch's weights, history).
+
+    With ``train.mining_rounds`` > 0, ``negatives`` (non-keyword training clips) and ``bank`` (noise)
+    feed hard-negative mining rounds after the first pass.
+    """
     import keras
 
     keras.utils.set_random_seed(recipe.seed)
@@ -62,15 +67,43 @@ def train_model(recipe: Recipe, sets: dict[str, FeatureSet], verbose: bool = Tru
     model.compile(optimizer=keras.optimizers.Adam(lr), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"])
     keep = _best_weights_callback(val)
+    weights = class_weights(tr.y, recipe.labels, t.unknown_weight)
     hist = model.fit(tr.x, tr.y, batch_size=t.batch_size, epochs=t.epochs, validation_data=(val.x, val.y),
-                     class_weight=class_weights(tr.y, recipe.labels, t.unknown_weight), shuffle=True,
-                     callbacks=[keep], verbose=2 if verbose else 0)
+                     class_weight=weights, shuffle=True, callbacks=[keep], verbose=2 if verbose else 0)
     sys.stdout.flush()
     if keep.weights:
         model.set_weights(keep.weights)
-    history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
-    history["best_epoch"] = keep.best_epoch + 1  # type: ignore[assignment]
+    history: dict[str, Any] = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
+    history["best_epoch"] = keep.best_epoch + 1
+    if t.mining_rounds and negatives:
+        history["mining"] = _mining_rounds(model, recipe, tr, val, weights, negatives, bank, verbose)
     return model, history
+
+
+def _mining_rounds(model: Any, recipe: Recipe, tr: FeatureSet, val: FeatureSet, weights: dict[int, float],
+                   negatives: list[Any], bank: Any, verbose: bool) -> list[dict[str, Any]]:
+    """Mine hard negatives from training voices and keep training on them, ``mining_rounds`` times."""
+    import keras
+
+    from training.mining import mine
+
+    t = recipe.train
+    unknown = recipe.labels.index("_unknown_")
+    x, y = tr.x, tr.y
+    rounds = []
+    for r in range(t.mining_rounds):
+        hard, stats = mine(model, recipe, negatives, bank, recipe.seed + 1000 + r)
+        x = np.concatenate([x, hard])
+        y = np.concatenate([y, np.full(len(hard), unknown, dtype=y.dtype)])
+        steps = max(1, int(np.ceil(len(y) / t.batch_size))) * t.mining_epochs
+        lr = keras.optimizers.schedules.CosineDecay(t.learning_rate * 0.3, steps, alpha=0.05)
+        model.compile(optimizer=keras.optimizers.Adam(lr), loss="sparse_categorical_crossentropy",
+                      metrics=["accuracy"])
+        hist = model.fit(x, y, batch_size=t.batch_size, epochs=t.mining_epochs, validation_data=(val.x, val.y),
+                         class_weight=weights, shuffle=True, verbose=2 if verbose else 0)
+        sys.stdout.flush()
+        rounds.append(stats | {"val_accuracy": [float(v) for v in hist.history["val_accuracy"]]})
+    return rounds
 
 
 def representative_windows(fs: FeatureSet, n: int, seed: int) -> npt.NDArray[np.float32]:

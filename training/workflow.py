@@ -29,7 +29,8 @@ def train_recipe(recipe: Recipe, out_dir: Path, cache_dir: Path, run_dir: Path, 
     prep = prepare(recipe, cache_dir, workers)
     log.info("data ready in %.0f s", prep.seconds)
     t1 = time.monotonic()
-    model, history = train_model(recipe, prep.features, verbose=verbose)
+    negatives = [c.samples for c in prep.clips.get("train", []) if c.label == "_unknown_"]
+    model, history = train_model(recipe, prep.features, verbose=verbose, negatives=negatives, bank=prep.bank)
     train_s = time.monotonic() - t1
     d = recipe.decision
     spec = ExportSpec(
@@ -77,17 +78,18 @@ def evaluate_recipe(manifest_path: Path, recipe: Recipe, prep: Prepared | None, 
     sets = eval_streams(recipe, prep)
     d0 = DecisionParams({k: 0.5 for k in m.keywords}, recipe.decision.smoothing_ms, recipe.decision.min_hits,
                         recipe.decision.refractory_ms)
-    det = ev.det_curve(runner, sets, d0, recipe.eval.target_fa_per_hour)
+    det, tried = ev.choose_decision(runner, sets, d0, recipe.eval.target_fa_per_hour)
     thr = det["chosen"]["threshold"]
-    params = DecisionParams({k: thr for k in m.keywords}, d0.smoothing_ms, d0.min_hits, d0.refractory_ms)
+    dd = det["decision"]
+    params = DecisionParams({k: thr for k in m.keywords}, dd["smoothing_ms"], dd["min_hits"], d0.refractory_ms)
     frr = ev.frr_at(runner, sets, params)
-    check = ev.detector_check(runner, sets.negative, thr)
+    check = ev.detector_check(runner, sets.negative, thr, params)
     summary = _summary(m, clip, det, frr, check, recipe)
     report = {
         "model": m.name, "manifest": str(manifest_path), "recipe": recipe.path, "summary": summary,
         "target_fa_per_hour": recipe.eval.target_fa_per_hour,
         "clip": clip, "frr_at_threshold": frr, "detector_check": check,
-        "det": {k: v for k, v in det.items() if k != "chosen"} | {"chosen": det["chosen"]},
+        "det": det, "decision_grid": tried,
         "streams": {"negative_hours": round(sets.negative.hours, 3),
                     "positive_utterances": len(next(iter(sets.positives.values())).spans),
                     "snr_db": list(sets.positives)},
@@ -97,7 +99,8 @@ def evaluate_recipe(manifest_path: Path, recipe: Recipe, prep: Prepared | None, 
     write_json(report_dir / "report.json", report)
     plots.write_all(report, list(m.labels), report_dir)
     if update:
-        update_manifest(manifest_path, thresholds={k: thr for k in m.keywords}, metrics=summary)
+        update_manifest(manifest_path, thresholds={k: thr for k in m.keywords}, metrics=summary,
+                        smoothing_ms=params.smoothing_ms, min_hits=params.min_hits)
     log.info("summary: %s", summary)
     return report
 
@@ -108,6 +111,7 @@ def _summary(m: Any, clip: dict[str, Any], det: dict[str, Any], frr: dict[str, A
     headline = [frr[str(s)]["frr"] for s in recipe.eval.headline_snr_db if str(s) in frr]
     return {
         "threshold": chosen["threshold"],
+        "smoothing_ms": det["decision"]["smoothing_ms"], "min_hits": det["decision"]["min_hits"],
         "fa_per_hour": round(chosen["fa_per_hour"], 3),
         "fa_per_hour_detector": round(check["per_hour"], 3),
         "negative_hours": round(det["negative_hours"], 3),
