@@ -153,7 +153,8 @@ class SerialBridge:
             self._last_error = message.code
 
     def _note_time(self, ms: int) -> None:
-        if self._last_ms is not None and ms < self._last_ms:
+        wrapped = self._last_ms is not None and self._last_ms > 0xFFFFFFFF - 60_000 and ms < 60_000
+        if self._last_ms is not None and ms < self._last_ms and not wrapped:  # 32-bit ms wrap after 49.7 days
             self.stats.board_resets += 1
             log.info("board restarted (stream time went from %d to %d ms)", self._last_ms, ms)
         self._last_ms = ms

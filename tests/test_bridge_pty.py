@@ -161,6 +161,13 @@ def test_sha_mismatch_warns_once_and_still_delivers(nano: FakeNano, caplog: pyte
     assert got.items[0].model_sha8 == "deadbeef"
 
 
+def test_stream_time_wrap_is_not_a_reset() -> None:
+    bridge = SerialBridge("/dev/null", 115200, Collector())
+    for ms in (2**32 - 1500, 2**32 - 500, 500, 1500, 700):
+        bridge.handle(p.Heartbeat(ms, 0, 0))
+    assert bridge.stats.board_resets == 1  # only 1500 -> 700
+
+
 def test_missing_port_is_retried_not_fatal(tmp_path: Path) -> None:
     bridge = SerialBridge(str(tmp_path / "ttyACM9"), 115200, Collector(), backoff_min_s=0.01,
                           backoff_max_s=0.02)
