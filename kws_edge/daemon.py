@@ -112,7 +112,7 @@ def _check_config(s: cfg.Settings) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    setup_logging("info", getattr(args, "verbose", False))
+    setup_logging("warning", getattr(args, "verbose", False))  # the printed lines are the output
     source = args.input
     if not source:
         from kws_edge.audio import list_input_devices
@@ -140,7 +140,10 @@ def _demo(args: argparse.Namespace) -> int:
                                       no_mqtt=not broker, audio_device=args.device)
         demo_args = argparse.Namespace(**{**vars(args), "input": source, "realtime": True,
                                           "print_detections": True, "drain_timeout": 5.0})
-        return Service(settings, demo_args).run()
+        service = Service(settings, demo_args)
+        rc = service.run()
+        print(f"demo: {service.detections} detection(s)", file=sys.stderr)
+        return rc
 
 
 def _broker_answers(host: str, port: int) -> bool:
