@@ -271,7 +271,7 @@ def main() -> int:
         "idle": {"seconds": args.idle_seconds, "cpu_percent_of_one_core": round(idle["cpu_percent"], 2),
                  "rss_mb": round(idle["VmRSS"], 1), "peak_rss_mb": round(idle["VmHWM"], 1)},
         "chunk_ms": 80, "machine": platform.machine(), "cpus": os.cpu_count(),
-        "load_average": os.getloadavg(), "python": platform.python_version(),
+        "load_average": os.getloadavg(), "niceness": os.nice(0), "python": platform.python_version(),
         "command": " ".join(sys.argv),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
