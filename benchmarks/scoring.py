@@ -123,7 +123,12 @@ def operating_point(points: Sequence[Mapping[str, Any]], target: float = TARGET_
 
 
 def sweep_thresholds(default: float) -> list[float]:
-    """A threshold grid for posterior-like scores in [0, 1], dense near 1, plus the system's default."""
-    grid = set(np.round(np.linspace(0.02, 0.98, 49), 4)) | set(np.round(1 - np.logspace(-1.4, -3.5, 15), 5))
+    """A threshold grid for posterior-like scores in [0, 1], dense near 1, plus the system's default.
+
+    Steps of 0.02 up to 0.9, then of 1/1024 up to 1 - 1/1024 (int8 outputs move in steps of 1/256 and
+    their averages in fractions of that), then a few above for float-output models.
+    """
+    grid = set(np.round(np.linspace(0.02, 0.9, 45), 4)) | set(np.round(1 - np.arange(1, 103) / 1024, 6))
+    grid |= set(np.round(1 - np.logspace(-3.1, -4, 4), 6))
     grid.add(round(float(default), 5))
     return sorted(float(g) for g in grid)
