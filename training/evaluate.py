@@ -31,6 +31,7 @@ class StreamSet:
     positives: dict[float, st.Stream]
     negative: st.Stream
     headline_snr: tuple[float, ...]
+    confusables: st.Stream | None = None  # held-out sound-alike phrases ("hey travis"), clean
 
 
 def float_predictions(float_tflite: Path, x: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
@@ -161,6 +162,17 @@ def detector_check(runner: ModelRunner, stream: st.Stream, threshold: float, par
     cpu = time.process_time() - t0
     return {"detections": len(found), "per_hour": len(found) / stream.hours,
             "cpu_s_per_hour": cpu / stream.hours, "times_s": [round(f.t, 2) for f in found[:50]]}
+
+
+def confusable_accepts(runner: ModelRunner, sets: StreamSet, params: DecisionParams) -> dict[str, Any] | None:
+    """Fraction of held-out sound-alike utterances that trigger any keyword at the operating point."""
+    if sets.confusables is None:
+        return None
+    s = sets.confusables
+    evs = st.decision_events(st.stream_scores(runner, s.samples), list(runner.manifest.labels), params)
+    times = np.sort(np.concatenate([np.asarray(v, dtype=np.float64) for v in evs.values()] or [np.zeros(0)]))
+    accepted = sum(bool(np.any((times / 1000 >= a) & (times / 1000 <= b + 0.8))) for a, b, _ in s.spans)
+    return {"utterances": len(s.spans), "accepted": int(accepted), "rate": accepted / max(1, len(s.spans))}
 
 
 def frr_at(runner: ModelRunner, sets: StreamSet, params: DecisionParams) -> dict[str, Any]:

@@ -93,11 +93,15 @@ def eval_streams(recipe: Recipe, prep: Prepared) -> Any:
     kinds = [k for k in recipe.augment.noise_kinds if k != "file"] or ["pink"]
     positives = {snr: st.positive_stream(pos, snr, prep.bank, kinds, recipe.seed + int(snr))
                  for snr in recipe.eval.snr_db}
-    neg_clips = [c.samples for c in prep.clips.get("stream", [])]
+    stream = prep.clips.get("stream", [])
+    # General speech (sentences, common words) and noise; sound-alike phrases are scored separately.
+    neg_clips = [c.samples for c in stream if c.role != "confusable"]
     if not neg_clips:  # Speech Commands: the test split's non-keyword words
         neg_clips = [c.samples for c in test if c.label == "_unknown_"]
     negative = st.negative_stream(neg_clips, recipe.eval.negative_hours, prep.bank, kinds, recipe.seed + 5)
-    return StreamSet(positives, negative, recipe.eval.headline_snr_db)
+    conf = [(c.samples, "_confusable_") for c in stream if c.role == "confusable"][:400]
+    confusables = st.positive_stream(conf, st.CLEAN_SNR, prep.bank, kinds, recipe.seed + 9) if conf else None
+    return StreamSet(positives, negative, recipe.eval.headline_snr_db, confusables)
 
 
 def write_json(path: Path, obj: Any) -> None:

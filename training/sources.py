@@ -80,9 +80,12 @@ def parallel_map(fn: Callable[[T], R], items: Sequence[T], workers: int, desc: s
         return list(tqdm(it, total=len(items), desc=desc, unit="clip", leave=False, mininterval=2.0))
 
 
-def _pick(rng: random.Random, voices: Sequence[tts.Voice], texts: Sequence[str], n: int, label: str,
+def _pick(voices: Sequence[tts.Voice], texts: Sequence[str], n: int, label: str,
           split: str, role: str, recipe: Recipe) -> list[Job]:
+    """``n`` jobs cycling over ``texts``; each (split, role, label) group has its own seeded generator,
+    so changing one group's size leaves every other group's clips (and their cache entries) unchanged."""
     s = recipe.synthesis
+    rng = random.Random(f"{recipe.seed}:{split}:{role}:{label}")
     jobs = []
     for i in range(n):
         jobs.append(Job(texts[i % len(texts)], rng.choice(voices), round(rng.uniform(*s.rate), 3),
@@ -96,6 +99,7 @@ def plan_jobs(recipe: Recipe, voices: dict[str, list[tts.Voice]], stream_seconds
     rng = random.Random(recipe.seed)
     jobs: list[Job] = []
     words = text.common_words(recipe.keywords)
+    random.Random(f"{recipe.seed}:words").shuffle(words)
     conf = [c for kw in recipe.keywords
             for c in text.confusables(kw, 400 if recipe.kind == "wakeword" else 25, recipe.seed,
                                       avoid=recipe.keywords)]
@@ -105,12 +109,12 @@ def plan_jobs(recipe: Recipe, voices: dict[str, list[tts.Voice]], stream_seconds
         vs = voices[split]
         for kw, label in zip(recipe.keywords, recipe.keyword_labels, strict=True):
             n = s.test_per_keyword if split == "test" else round(s.positives_per_keyword * frac)
-            jobs += _pick(rng, vs, [kw], n, label, split, "keyword", recipe)
+            jobs += _pick(vs, [kw], n, label, split, "keyword", recipe)
         if conf:
-            jobs += _pick(rng, vs, conf, round(s.confusables * frac), "_unknown_", split, "confusable", recipe)
-        jobs += _pick(rng, vs, words, round(s.unknown_words * frac), "_unknown_", split, "word", recipe)
+            jobs += _pick(vs, conf, round(s.confusables * frac), "_unknown_", split, "confusable", recipe)
+        jobs += _pick(vs, words, round(s.unknown_words * frac), "_unknown_", split, "word", recipe)
         n_sent = round(s.sentences * frac)
-        jobs += _pick(rng, vs, text.sentences(n_sent, recipe.seed + 1000 * (k + 1), recipe.keywords),
+        jobs += _pick(vs, text.sentences(n_sent, recipe.seed + 1000 * (k + 1), recipe.keywords),
                       n_sent, "_unknown_", split, "sentence", recipe)
     if stream_seconds > 0:
         jobs += plan_stream_jobs(recipe, voices["test"], stream_seconds, conf, words)
@@ -120,14 +124,13 @@ def plan_jobs(recipe: Recipe, voices: dict[str, list[tts.Voice]], stream_seconds
 def plan_stream_jobs(recipe: Recipe, voices: Sequence[tts.Voice], seconds: float, conf: Sequence[str],
                      words: Sequence[str]) -> list[Job]:
     """Held-out-voice speech for the long negative stream: ~2.6 s sentences, some words and confusables."""
-    rng = random.Random(recipe.seed + 7)
     n_sent = int(seconds * 0.7 / 2.6) + 1
     sents = text.sentences(n_sent, recipe.seed + 99, recipe.keywords)
-    jobs = _pick(rng, voices, sents, n_sent, "_unknown_", "stream", "sentence", recipe)
+    jobs = _pick(voices, sents, n_sent, "_unknown_", "stream", "sentence", recipe)
     n_short = int(seconds * 0.1 / 0.7) + 1
-    if conf:
-        jobs += _pick(rng, voices, list(conf), n_short // 2, "_unknown_", "stream", "confusable", recipe)
-    jobs += _pick(rng, voices, list(words), n_short - n_short // 2, "_unknown_", "stream", "word", recipe)
+    if conf:  # scored separately from the negative stream (confusable accept rate)
+        jobs += _pick(voices, list(conf), min(400, n_short // 2), "_unknown_", "stream", "confusable", recipe)
+    jobs += _pick(voices, list(words), n_short - n_short // 2, "_unknown_", "stream", "word", recipe)
     return jobs
 
 

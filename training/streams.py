@@ -1,6 +1,6 @@
 """Long test streams and the streaming runtime's view of them.
 
-``negative_stream`` builds >= N hours of held-out-voice speech (sentences, words, confusables) and noise,
+``negative_stream`` builds >= N hours of held-out-voice speech (sentences, words) and noise,
 with no keyword in it; ``positive_stream`` places held-out keyword utterances in noise at a given SNR,
 remembering where each one is. ``stream_scores`` runs a model over a stream exactly as
 ``kws_edge.pipeline.Detector`` does (streaming MFCC, a model run every ``stride_frames`` new frames,

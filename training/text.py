@@ -82,34 +82,44 @@ def _split_onset(word: str) -> tuple[str, str]:
     return (m.group(1), m.group(2)) if m else ("", word)
 
 
-def word_neighbours(word: str) -> set[str]:
-    """Spelling neighbours of one word: other onsets, other first vowel, truncations, suffixes."""
+def word_neighbours(word: str, edits: bool = True) -> set[str]:
+    """Spelling neighbours of one word: other onsets, other first vowel and (``edits``) truncations.
+
+    No suffixed forms ("jarviss"): they contain the whole keyword, and a keyword followed by more speech
+    ("hey jarvis, lights on") must still count as the keyword.
+    """
     onset, rest = _split_onset(word)
     out = {o + rest for o in _ONSETS if o != onset and (o + rest)}
     m = re.search(r"[aeiouy]+", rest)
     if m:
         out |= {onset + rest[:m.start()] + v + rest[m.end():] for v in _VOWEL_SWAPS}
-    if len(word) >= 4:
+    if edits and len(word) >= 4:
         out |= {word[:n] for n in range(2, len(word) - 1) if _VOWELS.search(word[:n])}
-        out |= {word + s for s in _SUFFIXES if s}
     out.discard(word)
-    return {w for w in out if _VOWELS.search(w) and len(w) >= 2}
+    return {w for w in out if _VOWELS.search(w) and len(w) >= 2 and not w.startswith(word)}
 
 
 def confusables(keyword: str, n: int, seed: int, avoid: Iterable[str] = ()) -> list[str]:
-    """Up to ``n`` phrases that sound like ``keyword`` but are not it (nor any phrase in ``avoid``)."""
+    """Up to ``n`` phrases that sound like ``keyword`` but are not it (nor any phrase in ``avoid``).
+
+    Sub-phrases ("jarvis", "hey"), the last word changed ("hey travis", "hey jarv"), earlier words
+    swapped for common words ("okay jarvis"), and the last word swapped for a common word ("hey there").
+    """
     words = keyword.split()
     banned = {keyword, *avoid}
     pool: set[str] = set()
-    for i in range(len(words)):  # sub-phrases: "jarvis", "hey"
+    for i in range(len(words)):
         for j in range(i + 1, len(words) + 1):
             if (i, j) != (0, len(words)):
                 pool.add(" ".join(words[i:j]))
-    for i, w in enumerate(words):  # one word changed: "hey travis", "hay jarvis"
-        for nb in word_neighbours(w):
-            pool.add(" ".join([*words[:i], nb, *words[i + 1:]]))
+    last = words[-1]
+    for nb in word_neighbours(last, edits=len(words) > 1):
+        pool.add(" ".join([*words[:-1], nb]))
+        if len(words) > 1:
             pool.add(nb)
-    if len(words) > 1:  # last word swapped for a common word: "hey there"
+    if len(words) > 1:
+        for c in ("okay", "say", "hi", "hello", "a", "the", "they", "play", "stay", "may"):
+            pool.add(" ".join([c, *words[1:]]))
         pool |= {" ".join([*words[:-1], c]) for c in COMMON_WORDS[:120]}
     rng = random.Random(seed)
     ordered = sorted(p for p in pool if p not in banned)

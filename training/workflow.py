@@ -84,11 +84,13 @@ def evaluate_recipe(manifest_path: Path, recipe: Recipe, prep: Prepared | None, 
     params = DecisionParams({k: thr for k in m.keywords}, dd["smoothing_ms"], dd["min_hits"], d0.refractory_ms)
     frr = ev.frr_at(runner, sets, params)
     check = ev.detector_check(runner, sets.negative, thr, params)
+    conf = ev.confusable_accepts(runner, sets, params)
     summary = _summary(m, clip, det, frr, check, recipe)
+    summary["confusable_accept_rate"] = None if conf is None else round(conf["rate"], 4)
     report = {
         "model": m.name, "manifest": str(manifest_path), "recipe": recipe.path, "summary": summary,
         "target_fa_per_hour": recipe.eval.target_fa_per_hour,
-        "clip": clip, "frr_at_threshold": frr, "detector_check": check,
+        "clip": clip, "frr_at_threshold": frr, "detector_check": check, "confusables": conf,
         "det": det, "decision_grid": tried,
         "streams": {"negative_hours": round(sets.negative.hours, 3),
                     "positive_utterances": len(next(iter(sets.positives.values())).spans),
