@@ -163,12 +163,20 @@ def markdown(results: dict[str, Any], images: list[str]) -> str:
         f"(held out; {c.get('voices_source', '')}): {', '.join(c['voices'])}.", "",
     ]
     for kw in sorted({k for r in results["systems"].values() for k in r}):
+        hours = next((r[kw]["default"]["hours"] for r in results["systems"].values() if kw in r), 0.0)
         lines += [f"## {kw}: accuracy", "",
-                  f"FRR per SNR at each system's {TARGET_FA_PER_H} FA/h operating point (threshold swept); the "
-                  "last column is the system's own default threshold.", "",
+                  f"FRR per SNR at each system's {TARGET_FA_PER_H} FA/h operating point (threshold swept over "
+                  f"{hours:.2f} h of audio, so at most {int(TARGET_FA_PER_H * hours)} false accept(s)); the last "
+                  "column is the system's own default threshold.", "",
                   *accuracy_table(results, kw), "", f"## {kw}: cost (one model, one thread)", "",
                   *cost_table(results, kw), ""]
     lines += ["## kws_edge CPU split (process CPU s per audio hour)", "", *split_table(results), ""]
+    for kw, r in results["systems"].get("kws_edge", {}).items():
+        c = r.get("replay_check")
+        if c:
+            lines += [f"Decision replay check ({kw}): the Detector fired {c['detector_detections']} times at the "
+                      f"manifest threshold, the replay {c['replay_detections']} times, {c['differences']} "
+                      "differences.", ""]
     lines += ["## Targets (kws_edge hey_jarvis)", ""]
     for t in results["targets"]:
         fmt = _pct if t["target"].startswith("FRR") else (lambda x: f"{x:.1f}")
