@@ -256,7 +256,8 @@ def _snr_plot(results: dict[str, Any], kw: str, out: Path, plt: Any) -> Path:
     ax.set_xticks([x + width * (len(names) - 1) / 2 for x in range(len(_SNR_ORDER))], list(_SNR_ORDER))
     ax.set_ylabel(f"FRR (%) at <= {TARGET_FA_PER_H} FA/h")
     ax.set_title(f"{kw}: false rejects per SNR (no bar: 0 % or no operating point)")
-    ax.legend(fontsize=8)
+    ax.set_ylim(0, 125)
+    ax.legend(fontsize=8, ncol=2, loc="upper center")
     path = out / f"frr_snr_{kw}.png"
     fig.savefig(path, dpi=90, bbox_inches="tight")
     plt.close(fig)
