@@ -148,22 +148,25 @@ def _trace_arrays(tr: dict[str, list[float]]) -> tuple[np.ndarray, np.ndarray]:
 def _score_system(spec: SystemSpec, kw: str, jobs: Sequence[_Job], corpus: Corpus) -> dict[str, Any]:
     streams = corpus.for_keyword(kw)
     if spec.name == "pocketsphinx":
-        by_thr = {}
+        by_thr: dict[float, dict[str, list[float]]] = {}
         for j in jobs:
-            assert j.run is not None  # filtered by the caller
+            if j.run is None:
+                continue
             th = j.options["threshold"]
             by_thr[th] = {s: next(iter(d.values())) for s, d in j.run.result["detections"].items()}
         points = [{"threshold": th, **scoring.score_streams(streams, dets)} for th, dets in sorted(by_thr.items())]
         cost_job = next(j for j in jobs if j.options["threshold"] == SPHINX_DEFAULT)
         default = next(p for p in points if p["threshold"] == SPHINX_DEFAULT)
         rule = {"kind": "pocketsphinx kws_threshold (one decoder process per value)"}
-        out = {"default": default, "sweep": [_slim(p) for p in points]}
+        out: dict[str, Any] = {"default": default, "sweep": [_slim(p) for p in points]}
     else:
         cost_job = jobs[0]
-        assert cost_job.run is not None
+        if cost_job.run is None:
+            raise RuntimeError(f"{cost_job.tag} has no result")  # the caller only passes finished jobs
         out, rule = _score_traces(spec, cost_job.run.result, streams)
     out["operating_point"] = scoring.operating_point(out["sweep"])
-    assert cost_job.run is not None
+    if cost_job.run is None:
+        raise RuntimeError(f"{cost_job.tag} has no result")
     out["cost"] = _cost(spec, cost_job.run, [j.run.maxrss_mb for j in jobs if j.run])
     out["decision_rule"] = rule
     out["info"] = cost_job.run.result.get("info", {})

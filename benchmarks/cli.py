@@ -78,7 +78,7 @@ def _config(args: argparse.Namespace, keywords: tuple[str, ...], manifests: dict
         first = next((manifests[k] for k in keywords if k in manifests), None)
         voices, source = default_voices(mf.load(first).training if first else None)
     cfg = quick_config(keywords, voices, args.seed) if args.quick else CorpusConfig(keywords, voices, args.seed)
-    changes: dict[str, object] = {}
+    changes: dict[str, Any] = {}
     if args.per_stream is not None:
         if args.per_stream < 1:
             raise ConfigError(f"--per-stream: expected a positive number, got {args.per_stream}")

@@ -170,7 +170,8 @@ def _positives(cfg: CorpusConfig, kw: str, snr: int | None, kind: str | None, rn
     name = stream_name(kw, snr, kind)
     text = keyword_text(kw)
     offset = int(rng.integers(len(cfg.voices)))
-    pieces, instances = [], []
+    pieces: list[tuple[int, nz.FloatArray]] = []
+    instances: list[dict[str, Any]] = []
     start = float(rng.uniform(1.0, 2.0))
     for i in range(cfg.per_stream):
         u = Utterance(cfg.voices[(offset + i) % len(cfg.voices)], text,
@@ -178,7 +179,7 @@ def _positives(cfg: CorpusConfig, kw: str, snr: int | None, kind: str | None, rn
         x, rt60, _ = _render(u, rng, cfg, tts_cache, cfg.speech_dbfs)
         a, b = active_span(nz.to_int16(x / (np.abs(x).max() or 1.0) * 20000))
         if instances:
-            start = max(start + float(rng.uniform(3.0, 6.0)), instances[-1]["end"] + 0.5)
+            start = max(start + float(rng.uniform(3.0, 6.0)), float(instances[-1]["end"]) + 0.5)
         at = int(start * SAMPLE_RATE) - a
         pieces.append((at, x))
         instances.append({"start": round(start, 3), "end": round((at + b) / SAMPLE_RATE, 3),

@@ -49,7 +49,8 @@ class Utterance:
 
 def _recipe_section(training: Mapping[str, Any]) -> tuple[int, Mapping[str, Any]]:
     """(seed, synthesis section) from a manifest's free-form ``training`` block, wherever they sit."""
-    recipe = training.get("recipe") if isinstance(training.get("recipe"), Mapping) else training
+    inner = training.get("recipe")
+    recipe: Mapping[str, Any] = inner if isinstance(inner, Mapping) else training
     seed = recipe.get("seed", training.get("seed", 0))
     synthesis = recipe.get("synthesis", {})
     return int(seed) if isinstance(seed, int) else 0, synthesis if isinstance(synthesis, Mapping) else {}
