@@ -43,7 +43,9 @@ def main() -> None:
     m = rec.manifest
     setup = cpu() - t0
     stages = {"features": 0.0, "inference": 0.0, "decision": 0.0, "inferences": 0}
-    traces, detections, audio = {}, {}, 0
+    traces: dict[str, Any] = {}
+    detections: dict[str, Any] = {}
+    audio = 0
     t1 = cpu()
     for s in job["streams"]:
         rec.scores = []

@@ -5,6 +5,8 @@ Records the package's own smoothed probability (mean over its sliding window) at
 
 from __future__ import annotations
 
+from typing import Any
+
 from _common import SAMPLE_RATE, cpu, load_job, tflite_c_single_thread, wav_chunks, write_result
 
 
@@ -24,7 +26,9 @@ def main() -> None:
     mww = MicroWakeWord.from_builtin(model)
     feats = MicroWakeWordFeatures()
     setup = cpu() - t0
-    traces, detections, audio = {}, {}, 0
+    traces: dict[str, Any] = {}
+    detections: dict[str, Any] = {}
+    audio = 0
     t1 = cpu()
     for s in job["streams"]:
         t: list[float] = []

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from _common import SAMPLE_RATE, cpu, load_job, wav_chunks, write_result
 
 
 def main() -> None:
     job, out = load_job()
     t0 = cpu()
-    traces, detections, audio = {}, {}, 0
+    traces: dict[str, Any] = {}
+    detections: dict[str, Any] = {}
+    audio = 0
     for s in job["streams"]:
         t, score, n = [], [], 0
         for _, n in wav_chunks(s["path"], job["chunk"]):

@@ -5,6 +5,8 @@ Records the model's probability at every model run (every 80 ms of audio).
 
 from __future__ import annotations
 
+from typing import Any
+
 from _common import SAMPLE_RATE, cpu, load_job, tflite_c_single_thread, wav_chunks, write_result
 
 
@@ -23,7 +25,9 @@ def main() -> None:
     oww = OpenWakeWord.from_builtin(model)
     feats = OpenWakeWordFeatures.from_builtin()
     setup = cpu() - t0
-    traces, detections, audio = {}, {}, 0
+    traces: dict[str, Any] = {}
+    detections: dict[str, Any] = {}
+    audio = 0
     t1 = cpu()
     for s in job["streams"]:
         t: list[float] = []

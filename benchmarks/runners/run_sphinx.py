@@ -6,6 +6,8 @@ pocketsphinx's own keyword-spotting examples do.
 
 from __future__ import annotations
 
+from typing import Any
+
 from _common import SAMPLE_RATE, cpu, load_job, wav_chunks, write_result
 
 
@@ -20,7 +22,9 @@ def main() -> None:
     threshold = float(job["options"]["threshold"])
     dec = Decoder(lm=None, keyphrase=phrase, kws_threshold=threshold, loglevel="FATAL")
     setup = cpu() - t0
-    traces, detections, audio = {}, {}, 0
+    traces: dict[str, Any] = {}
+    detections: dict[str, Any] = {}
+    audio = 0
     t1 = cpu()
     for s in job["streams"]:
         fired: list[float] = []
