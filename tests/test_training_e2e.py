@@ -90,6 +90,16 @@ def test_tiny_tts_run(tmp_path: Path) -> None:
     head = 'name = "tiny_jarvis"\nkind = "wakeword"\nkeywords = ["hey jarvis"]\nseed = 2\n'
     models = _train(tmp_path, head + SYNTH + TINY)
     _check_outputs(models, "tiny_jarvis", tmp_path)
+    manifest = models / "tiny_jarvis.json"
+    before = manifest.read_bytes()
+    rc = main(["eval", "--model", str(manifest), "--recipe", str(tmp_path / "r.toml"), "--cache",
+               str(tmp_path / "cache"), "--workers", "1", "--report-dir", str(tmp_path / "again"),
+               "--no-update"])
+    assert rc == 0
+    again = json.loads((tmp_path / "again" / "report.json").read_text())
+    first = json.loads((models / "reports" / "tiny_jarvis" / "report.json").read_text())
+    assert again["summary"]["threshold"] == first["summary"]["threshold"]  # same data, same verdict
+    assert manifest.read_bytes() == before
 
 
 def test_tiny_speech_commands_run(tmp_path: Path) -> None:

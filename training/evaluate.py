@@ -124,6 +124,12 @@ def det_curve(runner: ModelRunner, sets: StreamSet, d: DecisionParams, target_fa
             "decision": {"smoothing_ms": d.smoothing_ms, "min_hits": d.min_hits, "refractory_ms": d.refractory_ms}}
 
 
+def _rank(det: dict[str, Any]) -> tuple[int, float, float]:
+    """Target met: lowest FRR wins. Not met anywhere: fewest false accepts at the top threshold wins."""
+    c = det["chosen"]
+    return (0, c["frr"], 0.0) if det["target_met"] else (1, c["fa_per_hour"], c["frr"])
+
+
 def choose_decision(runner: ModelRunner, sets: StreamSet, default: DecisionParams, target_fa_h: float,
                     smoothing: tuple[int, ...] = (0, 120, 200, 300), hits: tuple[int, ...] = (1, 2, 3)
                     ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -139,8 +145,7 @@ def choose_decision(runner: ModelRunner, sets: StreamSet, default: DecisionParam
         c = det["chosen"]
         tried.append({"smoothing_ms": s, "min_hits": h, "threshold": c["threshold"], "frr": c["frr"],
                       "fa_per_hour": c["fa_per_hour"], "target_met": det["target_met"]})
-        key = (not det["target_met"], c["frr"])
-        if best is None or key < (not best["target_met"], best["chosen"]["frr"]):
+        if best is None or _rank(det) < _rank(best):
             best = det
     return best, tried  # type: ignore[return-value]
 
