@@ -40,17 +40,28 @@ from kws_edge.pipeline import Detector  # noqa: E402
 
 RATE = 16000
 KWS_EDGE = [sys.executable, "-m", "kws_edge"]
-VOICES = ("en-us", "en-us+f3", "en+m3", "en-gb+f2", "en-us+m5", "en-gb-scotland", "en-029+f4", "en+m7")
+ACCENTS = ("en-us", "en-gb", "en-029", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd",
+           "en-us-nyc")
+VARIANTS = ("", "+f1", "+f2", "+f3", "+f4", "+f5", "+m1", "+m2", "+m3", "+m4", "+m5", "+m6", "+m7")
+SPEEDS = (130, 150, 170, 190)  # words per minute
+PITCHES = (40, 55, 70)  # espeak-ng 0..99
 
 
-def synthesize(voice: str, text: str, speed: int, cache: Path) -> np.ndarray:
+def candidates(seed: int) -> list[tuple[str, int, int]]:
+    """Every (voice, speed, pitch) once, in a seeded order."""
+    pool = [(a + v, s, p) for a in ACCENTS for v in VARIANTS for s in SPEEDS for p in PITCHES]
+    order = np.random.default_rng(seed).permutation(len(pool))
+    return [pool[i] for i in order]
+
+
+def synthesize(voice: str, text: str, speed: int, pitch: int, cache: Path) -> np.ndarray:
     """espeak-ng -> sox (no dither) -> 16 kHz int16, cached by parameters."""
     cache.mkdir(parents=True, exist_ok=True)
-    out = cache / f"{re.sub(r'[^A-Za-z0-9]+', '_', f'{voice}_{text}_{speed}')}.wav"
+    out = cache / f"{re.sub(r'[^A-Za-z0-9]+', '_', f'{voice}_{text}_{speed}_{pitch}')}.wav"
     if not out.exists():
         raw = out.with_suffix(".raw.wav")
-        subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(raw), text], check=True,
-                       capture_output=True)
+        subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-p", str(pitch), "-w", str(raw), text],
+                       check=True, capture_output=True)
         subprocess.run(["sox", "-D", str(raw), "-r", str(RATE), "-c", "1", "-b", "16", str(out)], check=True,
                        capture_output=True)
         raw.unlink()
@@ -82,7 +93,8 @@ def _noise(n: int, rng: np.random.Generator, level: float = 30.0) -> np.ndarray:
     return rng.normal(0.0, level, n)
 
 
-def pick_utterances(args: argparse.Namespace, manifest_path: Path, rng: np.random.Generator) -> list[np.ndarray]:
+def pick_utterances(args: argparse.Namespace, manifest_path: Path,
+                    rng: np.random.Generator) -> tuple[list[np.ndarray], int]:
     """TTS clips the model detects when heard alone (latency needs detections; recall is reported apart)."""
     runner = load_model(manifest_path)
     m = runner.manifest
@@ -90,10 +102,10 @@ def pick_utterances(args: argparse.Namespace, manifest_path: Path, rng: np.rando
     overrides = {kw: float(v) for kw, _, v in (t.partition("=") for t in args.threshold)}
     clips: list[np.ndarray] = []
     tried = 0
-    for i in range(args.keywords * 6):
+    for voice, speed, pitch in candidates(args.seed):
         if len(clips) >= args.keywords:
             break
-        x = synthesize(VOICES[i % len(VOICES)], text, 120 + 5 * (i // len(VOICES)) % 100, args.cache)
+        x = synthesize(voice, text, speed, pitch, args.cache)
         tried += 1
         det = Detector([runner], overrides)
         padded = np.concatenate([_noise(RATE, rng), x, _noise(RATE * 3 // 2, rng)]).astype(np.int16)
@@ -102,7 +114,7 @@ def pick_utterances(args: argparse.Namespace, manifest_path: Path, rng: np.rando
     print(f"{len(clips)} of {tried} TTS clips detected offline", file=sys.stderr)
     if len(clips) < args.keywords:
         print(f"warning: only {len(clips)} keywords (wanted {args.keywords})", file=sys.stderr)
-    return clips
+    return clips, tried
 
 
 def build_stream(clips: list[np.ndarray], gap_s: float, rng: np.random.Generator) -> tuple[np.ndarray, list[float]]:
@@ -240,7 +252,7 @@ def main() -> int:
     manifest_path = resolve_manifest(args.model)
     m = mf.load(manifest_path)
     gap_s = m.decision.refractory_ms / 1000 + 0.7
-    clips = pick_utterances(args, manifest_path, rng)
+    clips, screened = pick_utterances(args, manifest_path, rng)
     with tempfile.TemporaryDirectory(prefix="kws-latency-") as tmp_s:
         tmp = Path(tmp_s)
         stream, ends = build_stream(clips, gap_s, rng)
@@ -262,6 +274,8 @@ def main() -> int:
     result = {
         "model": m.name, "model_sha256": m.sha256, "keywords_in_stream": len(ends), "detected": len(lat),
         "missed_in_stream": missed, "extra_detections": extra,
+        "tts_clips_screened": screened, "tts_clips_detected_alone": len(clips),
+        "threshold_overrides": args.threshold,
         # labelled end of the spoken keyword -> subscriber (negative: the model fired before the end)
         "latency_ms": _stats(lat),
         # audio chunk available -> subscriber: the service's own latency, independent of the model
