@@ -2,7 +2,7 @@
 #ifndef KWS_EDGE_G_MODEL_MODEL_DATA_H_
 #define KWS_EDGE_G_MODEL_MODEL_DATA_H_
 
-#define G_MODEL_SHA256 "34ac1edfa17821c9202b644901ece05e836538faeed53cb551fb201abec52777"
+#define G_MODEL_SHA256 "9ff700feeb1d337f41677a74e87941084d24e459163e3f3c58669a0b071974fb"
 #define G_MODEL_SIZE 34640
 
 extern const unsigned char g_model[];
