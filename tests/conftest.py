@@ -20,7 +20,7 @@ MODELS = REPO / "models"
 
 
 def tts(text: str, out: Path, voice: str = "en-us", rate: int = 150, engine: str = "espeak-ng") -> np.ndarray:
-    """Speak ``text`` with a local TTS engine into a 16 kHz mono int16 array (also written to ``out``)."""
+    """Speak ``text`` with a local TTS engine: 16 kHz mono int16, silence trimmed (raw file in ``out``)."""
     raw = out.with_suffix(".raw.wav")
     if engine == "espeak-ng":
         cmd = ["espeak-ng", "-v", voice, "-s", str(rate), "-w", str(raw), text]
@@ -29,7 +29,9 @@ def tts(text: str, out: Path, voice: str = "en-us", rate: int = 150, engine: str
     subprocess.run(cmd, check=True, capture_output=True)
     subprocess.run(["sox", "-D", str(raw), "-r", "16000", "-c", "1", "-b", "16", str(out)], check=True,
                    capture_output=True)
-    return read_wav(out)
+    x = read_wav(out)
+    loud = np.flatnonzero(np.abs(x.astype(np.int32)) > 300)
+    return x[loud[0]:loud[-1] + 1] if len(loud) else x  # trim the engines' leading/trailing silence
 
 
 def compose(parts: list[np.ndarray | float], out: Path, noise: float = 30.0, seed: int = 0) -> list[float]:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import compose, kws_cmd, needs_tts, shipped, tts
+from tests.conftest import REPO, compose, kws_cmd, needs_tts, shipped, tts
 
 needs_flite = pytest.mark.skipif(shutil.which("flite") is None, reason="flite is needed (apt-get install flite)")
 
@@ -32,17 +32,46 @@ def _detect(wav: Path, model: Path) -> list[dict]:
     return [json.loads(line) for line in out.stdout.splitlines()]
 
 
+def held_out_voices(recipe: str) -> list[str]:
+    """The recipe's held-out espeak-ng en-us voice variants (whole voices never used in training)."""
+    import tomllib
+
+    from training import tts as voices
+
+    r = tomllib.loads((REPO / "training" / "recipes" / recipe).read_text())
+    s = r["synthesis"]
+    split = voices.split_voices(voices.all_voices(tuple(s["engines"])), s["holdout_fraction"],
+                                s["val_fraction"], r["seed"], tuple(s["holdout_voices"]))
+    return sorted(v.name for v in split["test"] if v.engine == "espeak-ng" and v.name.startswith("en-us+"))
+
+
+def _check_timing(found: list[dict], ends: list[float], keyword: str) -> int:
+    """Every detection falls in [end - 0.3 s, end + 1 s] of one utterance, at most one per utterance;
+    return how many utterances were detected."""
+    hit: set[int] = set()
+    for det in found:
+        assert det["keyword"] == keyword, det
+        near = [i for i, end in enumerate(ends) if end - 0.3 <= det["t"] <= end + 1.0]
+        assert near, f"detection at {det['t']} s is near no utterance (ends {ends})"
+        assert near[0] not in hit, f"two detections for the utterance ending at {ends[near[0]]} s"
+        hit.add(near[0])
+    return len(hit)
+
+
 @needs_tts
-@needs_flite
 def test_hey_jarvis_found_at_the_right_time(tmp_path: Path) -> None:
     model = shipped("hey_jarvis")
-    kw = tts("hey jarvis", tmp_path / "kw.wav", voice="rms", engine="flite")
-    ends = compose([1.5, kw, 3.0, kw, 2.5, kw, 2.0], tmp_path / "stream.wav", seed=1)
+    parts: list = [1.5]
+    voices = held_out_voices("hey_jarvis.toml")
+    assert len(voices) >= 10
+    for i, voice in enumerate(voices):
+        parts += [tts("hey jarvis", tmp_path / f"kw{i}.wav", voice=voice), 3.0]
+    ends = compose(parts, tmp_path / "stream.wav", seed=1)
     found = _detect(tmp_path / "stream.wav", model)
-    assert len(found) == len(ends), found
-    for det, end in zip(found, ends, strict=True):
-        assert det["keyword"] == "hey_jarvis" and det["model"] == "hey_jarvis"
-        assert end - 0.3 <= det["t"] <= end + 1.0, (det, end)
+    detected = _check_timing(found, ends, "hey_jarvis")
+    # Measured with the shipped model: 15 of these 20 voices. Eval's FRR over all held-out voices is in
+    # models/reports/hey_jarvis/report.json; this bound only catches a broken pipeline or model.
+    assert detected >= 0.6 * len(voices), f"only {detected} of {len(voices)} held-out voices detected"
 
 
 @needs_tts
@@ -57,15 +86,23 @@ def test_ordinary_speech_stays_silent(tmp_path: Path) -> None:
 
 
 @needs_tts
-@needs_flite
 def test_commands_model_hears_its_words(tmp_path: Path) -> None:
     model = shipped("commands")
-    words = ["yes", "stop", "left"]
+    words = ["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"]
     parts: list = [1.0]
-    for w in words:
-        parts += [tts(w, tmp_path / f"{w}.wav", voice="rms", engine="flite"), 2.0]
+    spoken = []
+    for v, voice in enumerate(held_out_voices("commands.toml")[:5]):
+        for w in words:
+            parts += [tts(w, tmp_path / f"{v}_{w}.wav", voice=voice), 2.0]
+            spoken.append(w)
     ends = compose(parts, tmp_path / "cmds.wav", seed=3)
     found = _detect(tmp_path / "cmds.wav", model)
-    assert [d["keyword"] for d in found] == words, found
-    for det, end in zip(found, ends, strict=True):
-        assert end - 0.3 <= det["t"] <= end + 1.0, (det, end)
+    hit = 0
+    for det in found:
+        near = [i for i, end in enumerate(ends) if end - 0.3 <= det["t"] <= end + 1.0]
+        assert near, f"detection {det} is near no word"
+        assert det["keyword"] == spoken[near[0]], f"heard {det['keyword']!r} for {spoken[near[0]]!r}"
+        hit += 1
+    # Measured with the shipped model: 40 of 100 (10 voices); never a wrong word. The commands model's
+    # FRR at its false-accept-limited threshold is high (models/reports/commands/report.json).
+    assert hit >= 0.25 * len(spoken), f"only {hit} of {len(spoken)} words detected"
