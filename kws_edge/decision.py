@@ -20,8 +20,8 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
 from dataclasses import dataclass
+from typing import Any
 
 from kws_edge.errors import ConfigError
 
