@@ -237,7 +237,7 @@ def parse(data: Any, where: str = "manifest") -> Manifest:
         size_bytes=c.int_(data, "size_bytes", 1), labels=labels, keywords=keywords, features=features,
         window_frames=window_frames, stride_frames=c.int_(data, "stride_frames", 1), input=inp,
         output=out, decision=decision, arena_bytes=c.int_(data, "arena_bytes", 0),
-        ops=tuple(data["ops"]) if isinstance(data["ops"], list) else c.strs(data, "ops"),
+        ops=c.strs(data, "ops"),
         params=data.get("params"), macs=data.get("macs"),
         training=data.get("training") or {}, metrics=data.get("metrics") or {},
         description=str(data.get("description", "")),

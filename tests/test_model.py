@@ -88,6 +88,7 @@ def test_mismatched_manifest_is_refused(tiny_model: Path, tmp_path: Path, change
         ({"features__hop": 3}, "unknown key"),
         ({"decision__thresholds": {"yes": 2.0, "no": 0.5}}, "thresholds.yes"),
         ({"name": "Bad Name"}, "key 'name'"),
+        ({"ops": ["CONV_2D", 7]}, "key 'ops'"),
     ],
 )
 def test_invalid_manifest_names_the_key(tiny_model: Path, tmp_path: Path, change: dict, message: str) -> None:
