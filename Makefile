@@ -7,7 +7,8 @@ SUDO  := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # MQTT broker, libsystemd for systemd-python, compilers for the firmware's host and Cortex-M4 builds.
 APT_PACKAGES := python3-venv python3-dev build-essential pkg-config libsystemd-dev \
 	libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins \
-	espeak-ng flite sox mosquitto mosquitto-clients socat systemd time openssl \
+	espeak-ng flite sox festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts \
+	pocketsphinx-testdata mosquitto mosquitto-clients socat systemd time openssl \
 	gcc-arm-none-eabi libnewlib-arm-none-eabi libstdc++-arm-none-eabi-newlib qemu-system-arm
 
 .PHONY: setup run test lint bench clean
