@@ -11,7 +11,7 @@ for any threshold cheaply, so a DET curve costs one model pass per stream.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -29,6 +29,7 @@ CLEAN_SNR = 100.0  # "SNR" used for the clean condition
 class Stream:
     samples: Int16
     spans: list[tuple[float, float, str]]  # (start s, end s, keyword label) of each positive utterance
+    voices: list[str] = field(default_factory=list)  # optional, parallel to spans: voice id of each one
 
     @property
     def hours(self) -> float:
