@@ -87,29 +87,70 @@ def train_main(args: argparse.Namespace) -> int:
 
 
 def add_eval_arguments(p: argparse.ArgumentParser) -> None:
+    p.epilog = ("examples:\n  kws-edge eval --model models/hey_jarvis.json --recipe training/recipes/hey_jarvis.toml\n"
+                "  kws-edge eval --model models/hey_jarvis.json --real-only --report-dir /tmp/rv\n\n"
+                "real voices: crowd-sourced 16 kHz FLAC recordings, one folder per phrase, in --realvoice-dir\n"
+                "(default $KWS_EDGE_REALVOICE, else ../shared/data/realvoice next to the repo). A folder named\n"
+                "like a keyword holds its real positives; computer/ and view_glass/ (minus the positive one) and\n"
+                "the pocketsphinx-testdata speech are the real negatives.")
     p.add_argument("--model", required=True, help="manifest (.json), .tflite or installed model name")
-    p.add_argument("--recipe", type=Path, required=True, help="the recipe the model was trained with")
+    p.add_argument("--recipe", type=Path, default=None,
+                   help="the recipe the model was trained with (required unless --real-only)")
     p.add_argument("--report-dir", type=Path, default=None, help="default: reports/<name>/ next to the model")
     p.add_argument("--no-update", action="store_true",
                    help="do not write the chosen threshold and metrics into the manifest")
+    p.add_argument("--realvoice-dir", type=Path, default=None, metavar="DIR",
+                   help="real-voice recordings (default: $KWS_EDGE_REALVOICE or ../shared/data/realvoice); "
+                        "without it the real-voice part is skipped when the default folder is missing")
+    p.add_argument("--real-only", action="store_true",
+                   help="only the real-voice check at the model's own thresholds (no recipe, no synthesis): "
+                        "writes real_voice.json and real_det.png and prints a table")
     _common(p)
 
 
 def eval_main(args: argparse.Namespace) -> int:
-    """Evaluate an exported model on the recipe's held-out voices."""
+    """Evaluate an exported model on the recipe's held-out voices (and on real voices)."""
     from kws_edge.model import resolve_manifest
+
+    if args.recipe is None and not args.real_only:
+        raise ConfigError("--recipe is required (the recipe the model was trained with); "
+                          "use --real-only to run only the real-voice check, which needs no recipe")
+    manifest = resolve_manifest(args.model)
+    out = args.report_dir or manifest.parent / "reports" / manifest.stem
+    if args.real_only:
+        return _real_only(manifest, args.realvoice_dir, out)
     from training.pipeline import check_inputs
+    from training.realvoice import realvoice_dir
     from training.recipe import load_recipe
     from training.workflow import evaluate_recipe
 
-    manifest = resolve_manifest(args.model)
     recipe = load_recipe(args.recipe)
     check_inputs(recipe)
-    out = args.report_dir or manifest.parent / "reports" / manifest.stem
+    if args.realvoice_dir is not None:
+        realvoice_dir(args.realvoice_dir)  # a folder given explicitly must exist: fail before the long work
     report = evaluate_recipe(manifest, recipe, None, out, cache_dir=args.cache or default_cache(),
-                             workers=_workers(args), update=not args.no_update)
+                             workers=_workers(args), update=not args.no_update, realvoice_dir=args.realvoice_dir)
     print(f"report: {out / 'report.json'}")
     print(report["summary"])
+    return 0
+
+
+def _real_only(manifest: Path, data_dir: Path | None, out: Path) -> int:
+    """``kws-edge eval --real-only``: real_voice.json, real_det.png and a table."""
+    import time
+
+    from kws_edge.model import load_model
+    from training import plots
+    from training.pipeline import write_json
+    from training.realvoice import evaluate_real, realvoice_dir, table
+
+    t0 = time.monotonic()
+    root = realvoice_dir(data_dir)
+    real = evaluate_real(load_model(manifest), root, progress=True)
+    write_json(out / "real_voice.json", real)
+    plots.real_det_plot(real, out / "real_det.png")
+    print(table(real))
+    print(f"wrote {out / 'real_voice.json'} and {out / 'real_det.png'} ({time.monotonic() - t0:.0f} s)")
     return 0
 
 

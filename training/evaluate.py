@@ -10,7 +10,7 @@ chosen operating point is re-checked with ``kws_edge.pipeline.Detector`` itself.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -180,18 +180,48 @@ def confusable_accepts(runner: ModelRunner, sets: StreamSet, params: DecisionPar
     return {"utterances": len(s.spans), "accepted": int(accepted), "rate": accepted / max(1, len(s.spans))}
 
 
-def frr_at(runner: ModelRunner, sets: StreamSet, params: DecisionParams) -> dict[str, Any]:
-    """FRR per SNR at the final decision parameters, using the runtime's own Decision class."""
-    out: dict[str, Any] = {}
+def positive_events(runner: ModelRunner, sets: StreamSet, params: DecisionParams) -> dict[float, dict[str, list[int]]]:
+    """Event times (ms) per keyword on every positive stream, from the runtime's own Decision class."""
     labels = list(runner.manifest.labels)
+    return {snr: st.decision_events(st.stream_scores(runner, s.samples), labels, params)
+            for snr, s in sets.positives.items()}
+
+
+def frr_at(runner: ModelRunner, sets: StreamSet, params: DecisionParams,
+           evs: dict[float, dict[str, list[int]]] | None = None) -> dict[str, Any]:
+    """FRR per SNR at the final decision parameters, using the runtime's own Decision class
+    (``evs``: the :func:`positive_events` already computed, to avoid scoring the streams again)."""
+    out: dict[str, Any] = {}
+    evs = positive_events(runner, sets, params) if evs is None else evs
     for snr, s in sets.positives.items():
-        evs = st.decision_events(st.stream_scores(runner, s.samples), labels, params)
-        det, miss, extra = st.hits_and_misses(s.spans, evs)
+        det, miss, extra = st.hits_and_misses(s.spans, evs[snr])
         per_kw = {}
         for kw in params.thresholds:
             spans = [sp for sp in s.spans if sp[2] == kw]
-            d_kw, m_kw, _ = st.hits_and_misses(spans, {kw: evs.get(kw, [])})
+            d_kw, m_kw, _ = st.hits_and_misses(spans, {kw: evs[snr].get(kw, [])})
             per_kw[kw] = m_kw / max(1, d_kw + m_kw)
         out[str(snr)] = {"frr": miss / max(1, det + miss), "utterances": det + miss, "extra_events": extra,
                          "frr_per_keyword": per_kw}
     return out
+
+
+def frr_breakdown(spans: Sequence[tuple[float, float, str]], voices: Sequence[str],
+                  evs: Mapping[str, Sequence[int]], tolerance_s: float = 0.8) -> dict[str, dict[str, Any]]:
+    """FRR per TTS engine (``voice.split(':')[0]``) and per voice of a positive stream's utterances.
+
+    ``voices`` is parallel to ``spans`` (``Stream.voices``); returns ``{"engine": {name: row}, "voice":
+    {name: row}}`` with rows ``{"utterances", "missed", "frr"}``, sorted by name; empty without voices.
+    """
+    if len(voices) != len(spans):
+        raise ValueError(f"{len(voices)} voices for {len(spans)} spans: expected one voice per span")
+    out: dict[str, dict[str, Any]] = {"engine": {}, "voice": {}}
+    for span, voice in zip(spans, voices, strict=True):
+        det, _, _ = st.hits_and_misses([span], evs, tolerance_s)
+        for kind, key in (("engine", voice.split(":")[0]), ("voice", voice)):
+            row = out[kind].setdefault(key, {"utterances": 0, "missed": 0, "frr": 0.0})
+            row["utterances"] += 1
+            row["missed"] += 1 - det
+    for rows in out.values():
+        for row in rows.values():
+            row["frr"] = row["missed"] / row["utterances"]
+    return {kind: dict(sorted(rows.items())) for kind, rows in out.items()}

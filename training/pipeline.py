@@ -84,15 +84,20 @@ def eval_streams(recipe: Recipe, prep: Prepared) -> Any:
     test = prep.clips.get("test", [])
     rng = np.random.default_rng(recipe.seed + 17)
     pos: list[tuple[Any, str]] = []
+    voices: list[str] = []
     for label in recipe.keyword_labels:
         mine = [c for c in test if c.label == label and c.role == "keyword"]
         for i in rng.permutation(len(mine))[: recipe.eval.positives]:
             pos.append((mine[int(i)].samples, label))
+            voices.append(mine[int(i)].voice)
     order = rng.permutation(len(pos))
     pos = [pos[int(i)] for i in order]
+    voices = [voices[int(i)] for i in order]
     kinds = [k for k in recipe.augment.noise_kinds if k != "file"] or ["pink"]
     positives = {snr: st.positive_stream(pos, snr, prep.bank, kinds, recipe.seed + int(snr))
                  for snr in recipe.eval.snr_db}
+    for s in positives.values():
+        s.voices = list(voices)  # parallel to s.spans: positive_stream keeps the clips' order
     stream = prep.clips.get("stream", [])
     # General speech (sentences, common words) and noise; sound-alike phrases are scored separately.
     neg_clips = [c.samples for c in stream if c.role != "confusable"]

@@ -93,6 +93,47 @@ def confusion_plot(report: dict[str, Any], labels: Sequence[str], path: Path) ->
     plt.close(fig)
 
 
+def real_det_plot(real: dict[str, Any], path: Path) -> None:
+    """Real voices: DET curve (FRR vs FA/h) per condition with the model's operating point marked; for a
+    model without real positives, FA/h against threshold with its threshold marked."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=110)
+    hours = min(real["negative_hours"].values())
+    floor = 0.5 / max(hours, 1e-9)  # plot 0 FA/h at half a false accept
+    has_pos = bool(real["positive_folders"])
+    thr = max(real["decision"]["thresholds"].values())
+    for (name, curve), color in zip(real["det"].items(), ("tab:blue", "tab:orange", "tab:green"), strict=False):
+        fa = np.maximum([c["fa_per_hour"] for c in curve], floor)
+        at = real["at_threshold"][name]
+        fa_op = max(at["fa_per_hour"], floor)
+        if has_pos:
+            frr = np.array([c["frr"] for c in curve]) * 100
+            ax.plot(fa, frr, "-o", ms=2, lw=1.2, color=color, label=f"{name}")
+            ax.plot(fa_op, at["rejects"]["frr"] * 100, "*", ms=14, color=color, mec="black",
+                    label=f"{name} at threshold {thr:.3f}")
+        else:
+            ax.plot([c["threshold"] for c in curve], fa, "-", lw=1.2, color=color, label=name)
+            ax.plot(thr, fa_op, "*", ms=14, color=color, mec="black", label=f"{name} at threshold {thr:.3f}")
+    for target in (0.5, 1.0):
+        line = ax.axvline if has_pos else ax.axhline
+        line(target, color="grey", ls="--" if target == 0.5 else ":", lw=1, label=f"{target} FA/h")
+    if has_pos:
+        ax.set_xscale("log")
+        ax.set_xlabel(f"false accepts per hour on real speech (0 plotted at {floor:.2g})")
+        ax.set_ylabel("false rejects of real voices (%)")
+        ax.set_ylim(0, 100)
+    else:
+        ax.set_yscale("log")
+        ax.set_xlabel("threshold")
+        ax.set_ylabel(f"false accepts per hour (0 plotted at {floor:.2g})")
+    ax.set_title(f"{real['model']}: real voices ({hours:.2f} h of negative speech per condition)", fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
 def write_all(report: dict[str, Any], labels: Sequence[str], out_dir: Path) -> list[Path]:
     """Write det.png, frr_snr.png and confusion.png into ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from kws_edge.decision import DecisionParams
-from kws_edge.errors import ModelError
+from kws_edge.errors import ConfigError, ModelError
 from kws_edge.model import load_model
 from training import evaluate as ev
 from training.export import ExportSpec, export_model, update_manifest
@@ -54,8 +54,11 @@ def train_recipe(recipe: Recipe, out_dir: Path, cache_dir: Path, run_dir: Path, 
 
 def evaluate_recipe(manifest_path: Path, recipe: Recipe, prep: Prepared | None, report_dir: Path,
                     timings: dict[str, float] | None = None, t_start: float | None = None,
-                    cache_dir: Path | None = None, workers: int = 1, update: bool = True) -> dict[str, Any]:
-    """Evaluate an exported model on the recipe's held-out data; write report.json and plots."""
+                    cache_dir: Path | None = None, workers: int = 1, update: bool = True,
+                    realvoice_dir: Path | None = None) -> dict[str, Any]:
+    """Evaluate an exported model on the recipe's held-out data and on real voices (``realvoice_dir``,
+    default: :func:`training.realvoice.realvoice_dir`; skipped with a warning when missing); write
+    report.json and plots."""
     from training import plots
 
     t0 = time.monotonic()
@@ -82,16 +85,23 @@ def evaluate_recipe(manifest_path: Path, recipe: Recipe, prep: Prepared | None, 
     thr = det["chosen"]["threshold"]
     dd = det["decision"]
     params = DecisionParams({k: thr for k in m.keywords}, dd["smoothing_ms"], dd["min_hits"], d0.refractory_ms)
-    frr = ev.frr_at(runner, sets, params)
+    evs = ev.positive_events(runner, sets, params)
+    frr = ev.frr_at(runner, sets, params, evs)
+    breakdown = {str(snr): ev.frr_breakdown(s.spans, s.voices, evs[snr])
+                 for snr, s in sets.positives.items() if s.voices}
     check = ev.detector_check(runner, sets.negative, thr, params)
     conf = ev.confusable_accepts(runner, sets, params)
     summary = _summary(m, clip, det, frr, check, recipe)
     summary["confusable_accept_rate"] = None if conf is None else round(conf["rate"], 4)
+    real = real_voice_check(runner, params, realvoice_dir)
+    summary |= real_summary(real, summary["frr"])
     report = {
         "model": m.name, "manifest": str(manifest_path), "recipe": recipe.path, "summary": summary,
         "target_fa_per_hour": recipe.eval.target_fa_per_hour,
         "clip": clip, "frr_at_threshold": frr, "detector_check": check, "confusables": conf,
-        "det": det, "decision_grid": tried,
+        "det": det, "decision_grid": tried, "real_voice": real,
+        "frr_by_engine": {snr: b["engine"] for snr, b in breakdown.items()},
+        "frr_by_voice": {snr: b["voice"] for snr, b in breakdown.items()},
         "streams": {"negative_hours": round(sets.negative.hours, 3),
                     "positive_utterances": len(next(iter(sets.positives.values())).spans),
                     "snr_db": list(sets.positives)},
@@ -100,11 +110,43 @@ def evaluate_recipe(manifest_path: Path, recipe: Recipe, prep: Prepared | None, 
     }
     write_json(report_dir / "report.json", report)
     plots.write_all(report, list(m.labels), report_dir)
+    if "skipped" not in real:
+        plots.real_det_plot(real, report_dir / "real_det.png")
     if update:
         update_manifest(manifest_path, thresholds={k: thr for k in m.keywords}, metrics=summary,
                         smoothing_ms=params.smoothing_ms, min_hits=params.min_hits)
     log.info("summary: %s", summary)
     return report
+
+
+def real_voice_check(runner: Any, params: DecisionParams, data_dir: Path | None = None) -> dict[str, Any]:
+    """:func:`training.realvoice.evaluate_real` at ``params``, or ``{"skipped": reason}`` (with a warning)
+    when the real-voice folder is missing."""
+    from training import realvoice as rv
+
+    try:
+        root = rv.realvoice_dir(data_dir)
+    except ConfigError as exc:
+        log.warning("real-voice check skipped: %s", exc)
+        return {"skipped": str(exc)}
+    real = rv.evaluate_real(runner, root, decision=params)
+    log.info("real voices: %s", real["summary"])
+    return real
+
+
+REAL_KEYS = ("real_frr_clean", "real_frr_10db", "real_fa_per_hour", "real_frr_at_0.5fa", "real_frr_at_1fa")
+
+
+def real_summary(real: dict[str, Any], synthetic_frr: float | None, max_gap: float = 0.10) -> dict[str, Any]:
+    """Real-voice key figures for the summary (None when skipped), and ``real_vs_synthetic`` when the
+    synthetic headline FRR and the real clean FRR differ by more than ``max_gap``."""
+    out: dict[str, Any] = {k: None for k in REAL_KEYS} | dict(real.get("summary", {}))
+    rf = out["real_frr_clean"]
+    if rf is not None and synthetic_frr is not None and abs(rf - synthetic_frr) > max_gap:
+        out["real_vs_synthetic"] = f"disagree: synthetic {synthetic_frr * 100:.1f}% vs real {rf * 100:.1f}%"
+        log.warning("real voices and synthetic voices disagree: FRR %.1f%% synthetic vs %.1f%% real (clean)",
+                    synthetic_frr * 100, rf * 100)
+    return out
 
 
 def _summary(m: Any, clip: dict[str, Any], det: dict[str, Any], frr: dict[str, Any], check: dict[str, Any],
