@@ -19,7 +19,10 @@ from training.text import check_keyword, keyword_label
 
 @dataclass(frozen=True)
 class SynthesisConfig:
+    # TTS engines: espeak-ng, espeak-ng-accent (other languages' phonology reading English), flite,
+    # festival, piper (see training/tts.py); each gets an equal share of clips unless engine_weights
     engines: tuple[str, ...] = ("espeak-ng", "flite")
+    engine_weights: tuple[float, ...] = ()  # relative share per engine, in `engines` order
     positives_per_keyword: int = 1500  # training clips per keyword (spread over training voices)
     test_per_keyword: int = 300  # held-out-voice clips per keyword
     confusables: int = 1500  # clips of generated sound-alike phrases (labelled unknown)
@@ -28,10 +31,15 @@ class SynthesisConfig:
     silence: int = 600  # noise-only windows (labelled silence)
     rate: tuple[float, float] = (0.75, 1.25)  # speaking rate factor range
     pitch: tuple[float, float] = (0.2, 0.8)  # pitch range, 0..1
-    holdout_fraction: float = 0.15  # fraction of voice groups (espeak variants) held out for test
+    holdout_fraction: float = 0.15  # fraction of voice groups held out for test (festival, piper: only
+    # when listed in holdout_voices, having too few voices)
     val_fraction: float = 0.08
     holdout_voices: tuple[str, ...] = ("flite:rms",)  # voice groups always held out
     max_keyword_seconds: float = 1.0  # longer (trimmed) keyword clips are dropped
+    speaker_augment: float = 0.0  # fraction of clips re-spoken by a pseudo-speaker (training/speakers.py)
+    formant_shift: tuple[float, float] = (0.8, 1.25)  # pseudo-speaker formant ratio (< 1: longer vocal tract)
+    pitch_median_hz: tuple[float, float] = (80.0, 300.0)  # pseudo-speaker median pitch (log-uniform)
+    pitch_range_factor: tuple[float, float] = (0.5, 1.8)  # pseudo-speaker pitch excursion factor
 
 
 @dataclass(frozen=True)
@@ -176,6 +184,18 @@ def _check(r: Recipe, where: str) -> None:
             raise ConfigError(f"{where}: {name}: expected [low, high], got {list(lo_hi)}")
     if not 0 < s.holdout_fraction < 1 or not 0 <= s.val_fraction < 1:
         raise ConfigError(f"{where}: synthesis.holdout_fraction/val_fraction must be fractions in (0, 1)")
+    for name, lo_hi in (("synthesis.formant_shift", s.formant_shift), ("synthesis.pitch_median_hz", s.pitch_median_hz),
+                        ("synthesis.pitch_range_factor", s.pitch_range_factor)):
+        if not 0 < lo_hi[0] <= lo_hi[1]:
+            raise ConfigError(f"{where}: {name}: expected [low, high] with 0 < low <= high, got {list(lo_hi)}")
+    if not 0.0 <= s.speaker_augment <= 1.0:
+        raise ConfigError(f"{where}: synthesis.speaker_augment: expected a fraction in [0, 1], got {s.speaker_augment}")
+    if not s.engines or len(set(s.engines)) != len(s.engines):
+        raise ConfigError(f"{where}: synthesis.engines: expected distinct engine names, got {list(s.engines)}")
+    if s.engine_weights and (len(s.engine_weights) != len(s.engines) or min(s.engine_weights) < 0
+                             or sum(s.engine_weights) <= 0):
+        raise ConfigError(f"{where}: synthesis.engine_weights: expected one weight >= 0 per engine "
+                          f"({len(s.engines)}), not all 0, got {list(s.engine_weights)}")
     bad = [k for k in a.noise_kinds if k not in ("white", "pink", "brown", "babble", "file")]
     if bad:
         raise ConfigError(f"{where}: augment.noise_kinds: unknown kind(s) {bad}; expected white, pink, "

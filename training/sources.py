@@ -2,13 +2,19 @@
 
 Positives, generated confusables, common words and sentences are planned over whole voices: training
 voices for ``train``, validation voices for ``val``, held-out voices for ``test`` and for the long
-negative ``stream`` used to count false accepts. The plan depends only on the recipe and its seed; each
-synthesized clip is cached under ``<cache>/tts/`` keyed by engine, voice, text, rate and pitch.
+negative ``stream`` used to count false accepts. Each clip picks an engine first (equal shares, or
+``engine_weights``), then one of that engine's voices in the split, so the ~800 espeak-ng voices do not
+crowd out festival's 3 or piper's 1. A ``speaker_augment`` fraction of clips (in every split) is re-spoken
+by a pseudo-speaker (:mod:`training.speakers`). The plan depends only on the recipe and its seed; each
+synthesized clip is cached under ``<cache>/tts/`` keyed by engine, voice, text, rate, pitch and speaker.
+A clip an engine fails on (festival's diphone voices on odd punctuation) is logged and dropped.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import logging
 import multiprocessing as mp
 import os
 import random
@@ -20,12 +26,13 @@ from typing import Any, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from training import text, tts
-from training.recipe import Recipe
+from training import speakers, text, tts
+from training.recipe import Recipe, SynthesisConfig
 
 T = TypeVar("T")
 R = TypeVar("R")
 ROLES = ("keyword", "confusable", "word", "sentence")
+_LOG = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -39,9 +46,20 @@ class Job:
     label: str  # "_unknown_" or a keyword label
     split: str  # train | val | test | stream
     role: str  # keyword | confusable | word | sentence
+    formant: float | None = None  # pseudo-speaker (training.speakers): formant ratio; None = the TTS voice
+    pitch_hz: float | None = None  # pseudo-speaker median pitch
+    pitch_range: float | None = None  # pseudo-speaker pitch range factor
+
+    @property
+    def speaker(self) -> speakers.Speaker | None:
+        if self.formant is None or self.pitch_hz is None or self.pitch_range is None:
+            return None
+        return speakers.Speaker(self.formant, self.pitch_hz, self.pitch_range)
 
     def cache_key(self) -> str:
         raw = f"{self.voice.id}|{self.text}|{self.rate:.4f}|{self.pitch:.4f}|v1"
+        if self.speaker is not None:  # untransformed clips keep their old keys
+            raw += f"|spk {self.formant:.4f} {self.pitch_hz:.2f} {self.pitch_range:.4f}"
         return hashlib.sha256(raw.encode()).hexdigest()[:24]
 
 
@@ -80,16 +98,39 @@ def parallel_map(fn: Callable[[T], R], items: Sequence[T], workers: int, desc: s
         return list(tqdm(it, total=len(items), desc=desc, unit="clip", leave=False, mininterval=2.0))
 
 
+def engine_shares(s: SynthesisConfig, voices: Sequence[tts.Voice]) -> dict[str, float]:
+    """Relative share of clips per engine among those with a voice in ``voices`` (recipe order)."""
+    weights = s.engine_weights or (1.0,) * len(s.engines)
+    present = {v.engine for v in voices}
+    shares = {e: w for e, w in zip(s.engines, weights, strict=True) if e in present and w > 0}
+    if not shares:  # only zero-weight engines have voices here: use them equally rather than nothing
+        shares = {e: 1.0 for e in s.engines if e in present}
+    return shares
+
+
 def _pick(voices: Sequence[tts.Voice], texts: Sequence[str], n: int, label: str,
           split: str, role: str, recipe: Recipe) -> list[Job]:
-    """``n`` jobs cycling over ``texts``; each (split, role, label) group has its own seeded generator,
-    so changing one group's size leaves every other group's clips (and their cache entries) unchanged."""
+    """``n`` jobs cycling over ``texts``: an engine by its share, then one of its voices. Each (split, role,
+    label) group has its own seeded generators, so changing one group's size leaves every other group's
+    clips (and their cache entries) unchanged; the speaker draws have their own, so changing
+    ``speaker_augment`` keeps the voices, rates and pitches."""
     s = recipe.synthesis
     rng = random.Random(f"{recipe.seed}:{split}:{role}:{label}")
+    spk_rng = random.Random(f"{recipe.seed}:{split}:{role}:{label}:speaker")
+    shares = engine_shares(s, voices)
+    engines, weights = list(shares), list(shares.values())
+    by_engine = {e: [v for v in voices if v.engine == e] for e in engines}
     jobs = []
     for i in range(n):
-        jobs.append(Job(texts[i % len(texts)], rng.choice(voices), round(rng.uniform(*s.rate), 3),
-                        round(rng.uniform(*s.pitch), 3), label, split, role))
+        engine = rng.choices(engines, weights)[0]
+        voice = rng.choice(by_engine[engine])
+        rate, pitch = round(rng.uniform(*s.rate), 3), round(rng.uniform(*s.pitch), 3)
+        augment = spk_rng.random() < s.speaker_augment
+        spk = speakers.draw(spk_rng, s.formant_shift, s.pitch_median_hz, s.pitch_range_factor)
+        job = Job(texts[i % len(texts)], voice, rate, pitch, label, split, role)
+        if augment:
+            job = dataclasses.replace(job, formant=spk.formant, pitch_hz=spk.pitch_hz, pitch_range=spk.pitch_range)
+        jobs.append(job)
     return jobs
 
 
@@ -143,13 +184,20 @@ def _init_synth(cache: str) -> None:
 
 
 def _synth_one(job: Job) -> npt.NDArray[np.int16]:
-    """Worker: synthesize (or load from cache) one job, trimmed of leading/trailing silence."""
+    """Worker: synthesize (or load from cache) one job, trimmed of leading/trailing silence and re-spoken
+    by its pseudo-speaker; empty (dropped by the caller) if the engine fails on it."""
     if _CACHE is None:
         raise RuntimeError("_init_synth was not called in this worker")
     path = _CACHE / job.cache_key()[:2] / f"{job.cache_key()}.npy"
     if path.exists():
         return np.load(path)
-    x = tts.trim_silence(tts.synthesize(job.voice, job.text, job.rate, job.pitch))
+    try:
+        x = tts.trim_silence(tts.synthesize(job.voice, job.text, job.rate, job.pitch))
+    except tts.TtsError as exc:
+        _LOG.warning("skipping a clip: %s", exc)
+        return np.zeros(0, dtype=np.int16)
+    if job.speaker is not None:
+        x = speakers.transform(x, job.speaker)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
     np.save(tmp, x)
@@ -158,10 +206,13 @@ def _synth_one(job: Job) -> npt.NDArray[np.int16]:
 
 
 def synthesize_jobs(jobs: Sequence[Job], cache_dir: Path, workers: int) -> list[Clip]:
-    """Run the plan (parallel, cached); empty results (nothing audible) are dropped."""
+    """Run the plan (parallel, cached); empty results (nothing audible, or the engine failed) are dropped."""
     cache = Path(cache_dir) / "tts"
     cache.mkdir(parents=True, exist_ok=True)
     arrays = parallel_map(_synth_one, list(jobs), workers, "synthesize", _init_synth, (str(cache),))
+    failed = sum(1 for x in arrays if not len(x))
+    if failed:
+        _LOG.warning("%d of %d clips were empty or failed to synthesize and are dropped", failed, len(arrays))
     return [Clip(x, j.label, j.split, j.role, j.voice.id) for j, x in zip(jobs, arrays, strict=True) if len(x)]
 
 
