@@ -359,6 +359,11 @@ class Service:
         mqtt = "MQTT off"
         if self.publisher is not None:
             mqtt = f"MQTT {self.publisher.state}, {self.publisher.pending} queued"
+            spool = self.publisher.spool
+            if spool.held_in_memory:
+                mqtt += f" ({spool.held_in_memory} in memory: disk refuses writes)"
+            if spool.quarantined:
+                mqtt += f", {spool.quarantined} quarantined"
         return f"{self.detections} detection(s); audio: {self.audio_state}; {mqtt}"
 
     def _reload(self) -> None:

@@ -26,6 +26,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from kws_edge import __version__
 from kws_edge.config import MqttSettings
 from kws_edge.manifest import Manifest
+from kws_edge.names import topic_name_problem
 from kws_edge.spool import Spool
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,28 @@ def detection_payload(seq: int, keyword: str, score: float, model: str, model_sh
     """The JSON body of a detection event (the only data about audio that ever leaves the device)."""
     return {"event_type": keyword, "keyword": keyword, "score": round(float(score), 4), "model": model,
             "model_sha256": model_sha256, "source": source, "timestamp": iso_utc(timestamp), "seq": seq}
+
+
+def model_filter_template(model: str) -> str:
+    """Home Assistant template passing a detection payload through only when it comes from ``model``."""
+    return "{% if value_json.model == '" + model + "' %}{{ value }}{% endif %}"
+
+
+_REQUIRED_KEYS = ("event_type", "keyword", "score", "model", "model_sha256", "source", "timestamp", "seq")
+
+
+def _undeliverable(payload: dict[str, Any]) -> str | None:
+    """Why a queued payload can never be published (None when it can)."""
+    missing = [k for k in _REQUIRED_KEYS if k not in payload]
+    if missing:
+        return f"missing key(s) {', '.join(missing)}"
+    for key in ("keyword", "model"):
+        problem = topic_name_problem(payload[key])
+        if problem:
+            return f"{key} {payload[key]!r}: {problem}"
+    if not isinstance(payload["model_sha256"], str):
+        return "model_sha256 is not a string"
+    return None
 
 
 class Publisher:
@@ -94,7 +117,15 @@ class Publisher:
 
     def publish(self, keyword: str, score: float, model: str, model_sha256: str, source: str = "pi",
                 timestamp: datetime | None = None) -> int:
-        """Queue a detection on disk and return its seq; never blocks on the network."""
+        """Queue a detection on disk and return its seq; never blocks on the network.
+
+        Raises ValueError for a keyword or model name that cannot be a topic level (the loaders reject
+        those earlier); disk problems never raise (see :class:`~kws_edge.spool.Spool`).
+        """
+        for what, name in (("keyword", keyword), ("model", model)):
+            problem = topic_name_problem(name)
+            if problem:
+                raise ValueError(f"detection {what} {name!r} refused: {problem}")
         ts = timestamp or datetime.now(UTC)
         seq = self.spool.append(lambda s: detection_payload(s, keyword, score, model, model_sha256,
                                                             source, ts))
@@ -247,6 +278,7 @@ class Publisher:
             self._wake.wait(0.5)
             self._wake.clear()
             try:
+                self.spool.flush()  # retries writes a full disk refused earlier
                 self._send_some()
             except Exception:  # a broken entry or a paho error must not stop delivery for good
                 log.exception("MQTT: sending queued detections failed; retrying")
@@ -262,11 +294,22 @@ class Publisher:
             if not entries:
                 return
             for seq, payload in entries:
-                info = self._client.publish(self.detection_topic, json.dumps(payload), qos=1)
-                self._register(info.mid, seq)
                 self._handed = seq
+                problem = _undeliverable(payload)
+                if problem:
+                    self.spool.quarantine(seq, problem)
+                    continue
+                try:
+                    info = self._client.publish(self.detection_topic, json.dumps(payload), qos=1)
+                except (ValueError, TypeError) as exc:  # paho refuses it: retrying cannot help
+                    self.spool.quarantine(seq, f"refused by the MQTT client ({exc})")
+                    continue
+                self._register(info.mid, seq)
                 if self.settings.hermes:
-                    self._publish_hermes(payload)
+                    try:
+                        self._publish_hermes(payload)
+                    except (ValueError, TypeError) as exc:
+                        log.error("MQTT: Hermes event for seq %d not sent (%s)", seq, exc)
 
     def _publish_hermes(self, payload: dict[str, Any]) -> None:
         body = {"modelId": payload["model"], "modelVersion": payload["model_sha256"][:12],
@@ -280,11 +323,17 @@ class Publisher:
         return f"{self.settings.discovery_prefix}/event/kws_edge_{self.device_id}/{model}/config"
 
     def discovery_config(self, m: Manifest) -> dict[str, Any]:
-        """The retained Home Assistant ``event`` entity config for one model."""
+        """The retained Home Assistant ``event`` entity config for one model.
+
+        Every model's entity listens on the one detection topic; its ``value_template`` renders other
+        models' detections as an empty string, which Home Assistant's MQTT event platform ignores, so an
+        entity only ever receives its own model's ``event_types``.
+        """
         return {
             "name": m.name.replace("_", " "),
             "unique_id": f"kws_edge_{self.device_id}_{m.name}",
             "state_topic": self.detection_topic,
+            "value_template": model_filter_template(m.name),
             "event_types": list(m.keywords),
             "availability_topic": self.status_topic,
             "payload_available": "online",

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import paho.mqtt.publish as mqtt_publish
+import pytest
 
 from kws_edge import manifest as mf
 from kws_edge.config import MqttSettings
@@ -15,8 +16,8 @@ from kws_edge.publisher import Publisher
 from tests.test_service_support import Broker, Subscriber, needs_mosquitto, tiny_model, wait_until
 
 pytestmark = needs_mosquitto
-CONFIG_KEYS = {"name", "unique_id", "state_topic", "event_types", "availability_topic", "payload_available",
-               "payload_not_available", "qos", "device"}
+CONFIG_KEYS = {"name", "unique_id", "state_topic", "value_template", "event_types", "availability_topic",
+               "payload_available", "payload_not_available", "qos", "device"}
 
 
 def _publisher(broker: Broker, state: Path, models: list[mf.Manifest], **kw: object) -> Publisher:
@@ -94,3 +95,45 @@ def test_publish_returns_at_once_without_a_broker(tmp_path: Path) -> None:
     assert not pub.wait_idle(0.3)
     wait_until(lambda: "unreachable" in pub.state, what="the unreachable state")
     pub.stop()
+
+
+def _render_as_home_assistant(template: str, payload: bytes) -> str:
+    """Render a value_template the way Home Assistant's MQTT event platform does (value, value_json)."""
+    jinja2 = pytest.importorskip("jinja2", reason="jinja2 (Home Assistant's template engine) is not installed")
+    env = jinja2.sandbox.ImmutableSandboxedEnvironment()
+    return str(env.from_string(template).render(value=payload.decode(), value_json=json.loads(payload)))
+
+
+def test_each_entity_receives_only_its_own_models_events(tmp_path: Path) -> None:
+    """Two models on one detection topic: each entity's template passes its own events, drops the other's
+    (Home Assistant ignores an empty rendered payload), and the shared topic is unchanged."""
+    import jinja2.sandbox  # noqa: F401  (the submodule, for the helper)
+
+    tiny = mf.load(tiny_model())
+    other = dataclasses.replace(tiny, name="commands", keywords=("no",))
+    broker = Broker(tmp_path / "broker").start()
+    sub = Subscriber(broker, "#")
+    try:
+        pub = _publisher(broker, tmp_path / "state", [tiny, other])
+        wait_until(lambda: len(sub.on("/config")) == 2, what="two discovery configs")
+        pub.publish("yes", 0.9, "tiny", tiny.sha256)
+        pub.publish("no", 0.8, "commands", tiny.sha256)
+        pub.publish("no", 0.7, "tiny", tiny.sha256)
+        assert pub.wait_idle(20)
+        wait_until(lambda: len(sub.on("kws_edge/den/detection")) == 3, what="three detections")
+        pub.stop()
+    finally:
+        sub.close()
+        broker.stop()
+    configs = {m: json.loads(sub.on(f"/kws_edge_den/{m}/config")[0][1]) for m in ("tiny", "commands")}
+    payloads = [p for _, p, _ in sub.on("kws_edge/den/detection")]
+    for model, config in configs.items():
+        assert config["state_topic"] == "kws_edge/den/detection"
+        received = []
+        for p in payloads:
+            rendered = _render_as_home_assistant(config["value_template"], p)
+            if rendered:
+                received.append(json.loads(rendered))
+        assert [r["model"] for r in received] == [model] * len(received)
+        assert all(r["event_type"] in config["event_types"] for r in received)
+        assert len(received) == (2 if model == "tiny" else 1)
