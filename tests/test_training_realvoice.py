@@ -76,7 +76,7 @@ def test_missing_folder_is_a_config_error_naming_it(tmp_path: Path, monkeypatch:
 
 def test_default_folder_is_next_to_the_repo() -> None:
     repo = Path(rv.__file__).resolve().parents[1]
-    assert rv.DEFAULT_DIR == repo.parent / "shared" / "data" / "realvoice"
+    assert repo.parent / "shared" / "data" / "realvoice" == rv.DEFAULT_DIR
 
 
 def test_wrong_rate_or_channels_names_the_file(tmp_path: Path) -> None:
@@ -86,7 +86,7 @@ def test_wrong_rate_or_channels_names_the_file(tmp_path: Path) -> None:
     slow = _write_flac(tmp_path / "bad" / "slow.flac", _tone(1.0, 440, 0), rate=8000)
     with pytest.raises(ConfigError, match=r"slow\.flac.*8000 Hz.*16 kHz mono"):
         rv.read_clip(slow)
-    stereo = _write_flac(tmp_path / "bad2" / "stereo.flac", np.stack([_tone(0.5, 440, 1)] * 2, axis=1))
+    _write_flac(tmp_path / "bad2" / "stereo.flac", np.stack([_tone(0.5, 440, 1)] * 2, axis=1))
     with pytest.raises(ConfigError, match=r"stereo\.flac.*2 channel"):
         rv.load_folder(tmp_path, "bad2")
     junk = tmp_path / "bad3" / "junk.flac"
