@@ -240,8 +240,9 @@ def test_real_summary_flags_disagreement() -> None:
 # --- the whole check, with the shipped model ----------------------------------------------------------
 
 @needs_tts
-def test_evaluate_real_on_fixture(realvoice_root: Path) -> None:
+def test_evaluate_real_on_fixture(realvoice_root: Path, tmp_path: Path) -> None:
     from kws_edge.model import load_model
+    from training import plots
 
     runner = load_model(shipped("hey_jarvis"))
     real = rv.evaluate_real(runner, realvoice_root, extra_speech=None, seed=1)
@@ -253,6 +254,8 @@ def test_evaluate_real_on_fixture(realvoice_root: Path) -> None:
         assert len(real["det"][cond]) == 255 and real["negative_hours"][cond] > 0
     assert set(real["summary"]) >= {"real_frr_clean", "real_frr_10db", "real_fa_per_hour", "real_frr_at_0.5fa",
                                     "real_frr_at_1fa"}
+    plots.real_det_plot(real, tmp_path / "real_det.png")
+    assert (tmp_path / "real_det.png").stat().st_size > 1000
     again = rv.evaluate_real(runner, realvoice_root, extra_speech=None, seed=1)
     assert again["det"] == real["det"]  # seeded: the same streams, the same scores
 

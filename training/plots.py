@@ -99,7 +99,7 @@ def real_det_plot(real: dict[str, Any], path: Path) -> None:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=110)
     hours = min(real["negative_hours"].values())
-    floor = 0.5 / max(hours, 1e-9)  # plot 0 FA/h at half a false accept
+    floor = min(0.5 / max(hours, 1e-9), 0.2)  # plot 0 FA/h at half a false accept, below the targets
     has_pos = bool(real["positive_folders"])
     thr = max(real["decision"]["thresholds"].values())
     for (name, curve), color in zip(real["det"].items(), ("tab:blue", "tab:orange", "tab:green"), strict=False):

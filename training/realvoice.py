@@ -351,7 +351,8 @@ def table(real: Mapping[str, Any]) -> str:
     thr = ", ".join(f"{k}={v:.3f}" for k, v in real["decision"]["thresholds"].items())
     lines = [f"{real['model']}: real voices from {real['data_dir']}", f"  thresholds {thr}; positives "
              f"{real['clips']['positive'] or 'none'}; negatives {real['clips']['negative']}",
-             f"  {'condition':<10} {'neg h':>6} {'FRR@thr':>8} {'FA/h@thr':>9} {'FRR<=0.5FA/h':>13} {'FRR<=1FA/h':>11}"]
+             f"  {'condition':<10} {'neg h':>6} {'FRR@thr':>8} {'FA/h@thr':>9} "
+             f"{'FRR @<=0.5 FA/h':>17} {'FRR @<=1 FA/h':>17}"]
     for name in real["conditions"]:
         at = real["at_threshold"][name]
         rej = at.get("rejects")
@@ -361,9 +362,10 @@ def table(real: Mapping[str, Any]) -> str:
             if not p["reachable"]:
                 cells.append("unreachable")
             else:
-                cells.append(f"{pct(p['frr']).strip()} @{p['threshold']:.3f}")
+                frr = "" if p["frr"] is None else pct(p["frr"]).strip() + " "
+                cells.append(f"{frr}@thr {p['threshold']:.3f}")
         lines.append(f"  {name:<10} {real['negative_hours'][name]:6.3f} {pct(rej and rej['frr']):>8} "
-                     f"{at['fa_per_hour']:9.2f} {cells[0]:>13} {cells[1]:>11}")
+                     f"{at['fa_per_hour']:9.2f} {cells[0]:>17} {cells[1]:>17}")
     if "note" in real:
         lines.append(f"  note: {real['note']}")
     return "\n".join(lines)
