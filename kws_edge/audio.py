@@ -88,6 +88,98 @@ def read_wav(path: Path | str, sample_rate: int = 16000) -> Int16Array:
     return resample(mono, rate, sample_rate)
 
 
+MAX_RATE = 384_000  # Hz: a header above this is not audio
+MAX_CHANNELS = 64
+
+
+def _pcm_to_mono(raw: bytes, width: int, channels: int) -> npt.NDArray[np.float64]:
+    """Little-endian PCM bytes (whole frames) -> mono float samples on the int16 scale."""
+    if width == 1:
+        data = (np.frombuffer(raw, dtype=np.uint8).astype(np.int32) - 128) << 8
+    elif width == 2:
+        data = np.frombuffer(raw, dtype="<i2").astype(np.int32)
+    elif width == 3:
+        b = np.frombuffer(raw, dtype=np.uint8).reshape(-1, 3).astype(np.int32)
+        data = ((b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)) << 8) >> 16  # sign-extend, keep top 16 bits
+    else:
+        data = np.frombuffer(raw, dtype="<i4") >> 16
+    if channels > 1:
+        return np.asarray(data.reshape(-1, channels).mean(axis=1), dtype=np.float64)
+    return data.astype(np.float64)
+
+
+def wav_chunks(path: Path | str, sample_rate: int = 16000, chunk: int = DEFAULT_CHUNK) -> Iterator[Int16Array]:
+    """Stream a PCM WAV as int16 mono chunks at ``sample_rate``, with flat memory (any file length).
+
+    The header is checked before any audio is returned: an absurd rate or channel count, a declared length
+    the file does not hold, or a rate below the model's (the model would hear nothing above half that
+    rate, so it would silently detect nothing) raise :class:`AudioError`. Higher rates are resampled as
+    the microphone path does (:class:`StreamingResampler`).
+    """
+    if chunk <= 0:
+        raise AudioError(f"chunk size must be > 0 samples, got {chunk}")
+    path = Path(path)
+    try:
+        w = wave.open(str(path), "rb")  # noqa: SIM115 (closed by the with block below)
+    except FileNotFoundError:
+        raise AudioError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise AudioError(f"{path}: is a directory, expected a WAV file") from None
+    except wave.Error as exc:
+        msg = str(exc)
+        if "unknown format" in msg:
+            raise AudioError(f"{path}: not PCM ({msg}); expected integer PCM WAV, convert with "
+                             f"'sox {path.name} -b 16 out.wav'") from None
+        raise AudioError(f"{path}: not a readable WAV file ({msg}); expected a RIFF/WAVE PCM file") from None
+    except (EOFError, OSError) as exc:
+        raise AudioError(f"{path}: truncated or unreadable WAV header ({exc or 'EOF'}); expected a complete "
+                         "RIFF/WAVE PCM file") from None
+    with w:
+        channels, width, rate, nframes = w.getnchannels(), w.getsampwidth(), w.getframerate(), w.getnframes()
+        _check_header(path, channels, width, rate, nframes, sample_rate)
+        resampler = StreamingResampler(rate, sample_rate) if rate != sample_rate else None
+        block = max(1, math.ceil(chunk * rate / sample_rate))
+        pending = np.zeros(0, dtype=np.int16)
+        left = nframes
+        while left > 0:
+            raw = w.readframes(min(block, left))
+            got = len(raw) // (channels * width)
+            if got == 0:
+                raise AudioError(f"{path}: truncated: the header announces {nframes} frames but the file "
+                                 f"holds {nframes - left}")
+            left -= got
+            raw = raw[:got * channels * width]
+            if width == 2 and channels == 1 and resampler is None:
+                out = np.frombuffer(raw, dtype="<i2").astype(np.int16)
+            else:
+                mono = _pcm_to_mono(raw, width, channels)
+                out = resampler.process(mono) if resampler is not None else _to_int16(mono)
+            pending = np.concatenate((pending, out)) if len(pending) else out
+            while len(pending) >= chunk:
+                yield pending[:chunk]
+                pending = pending[chunk:]
+        if len(pending):
+            yield pending
+
+
+def _check_header(path: Path, channels: int, width: int, rate: int, nframes: int, sample_rate: int) -> None:
+    if not 1 <= channels <= MAX_CHANNELS or not 1 <= width <= 4 or not 0 < rate <= MAX_RATE:
+        raise AudioError(f"{path}: implausible WAV header ({channels} channels, {width} bytes/sample, {rate} Hz); "
+                         f"expected 1-{MAX_CHANNELS} channels of 8-32-bit PCM at up to {MAX_RATE} Hz")
+    if rate < sample_rate:
+        raise AudioError(f"{path}: recorded at {rate} Hz, below the model's {sample_rate} Hz: the model listens "
+                         f"up to {sample_rate // 2} Hz and would hear almost nothing (no detections); record "
+                         f"at {sample_rate} Hz or more")
+    declared = nframes * channels * width
+    try:
+        size = path.stat().st_size
+    except OSError:
+        size = declared
+    if declared > size:
+        raise AudioError(f"{path}: truncated or corrupt: the header announces {nframes} frames "
+                         f"({declared} bytes) but the file has {size} bytes")
+
+
 def write_wav(path: Path | str, samples: npt.ArrayLike, sample_rate: int = 16000) -> None:
     """Write int16 mono PCM."""
     x = np.asarray(samples)

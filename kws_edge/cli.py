@@ -74,7 +74,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
     if args.file == "-":
         source = audio.stdin_chunks(sys.stdin.buffer, args.chunk)
     else:
-        source = audio.chunks(audio.read_wav(args.file, detector.sample_rate), args.chunk)
+        source = audio.wav_chunks(args.file, detector.sample_rate, args.chunk)  # flat memory, any length
     count = 0
     for chunk in source:
         for det in detector.process(chunk):

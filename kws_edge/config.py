@@ -8,9 +8,12 @@ here: the MQTT password is read from its file or environment variable when conne
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import socket
+import ssl
+import stat
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -18,11 +21,22 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from kws_edge.errors import ConfigError
+from kws_edge.names import MAX_NAME, topic_name_problem
 
 DEFAULT_CONFIG = Path("/etc/kws-edge/config.toml")
 DEFAULT_STATE_DIR = Path("/var/lib/kws-edge")
-_TOPIC_WORD = re.compile(r"^[A-Za-z0-9_\-]+(/[A-Za-z0-9_\-]+)*$")
-_DEVICE_ID = re.compile(r"^[A-Za-z0-9_\-]+$")
+_TOPIC_WORD = re.compile(r"[A-Za-z0-9_\-]{1,64}(/[A-Za-z0-9_\-]{1,64}){0,7}")
+_DEVICE_ID = re.compile(r"[A-Za-z0-9_\-]{1,64}")  # MAX_NAME
+_SECRET_KEYS = ("password_file", "password_env")  # their values are never printed
+DEVICE_ID_EXPECTED = f"1 to {MAX_NAME} letters, digits, '_' or '-'"
+
+
+def check_device_id(value: str, where: str, sep: str = " = ") -> str:
+    """The one check for a device id (a topic level): regex over the whole string plus the topic rule."""
+    problem = topic_name_problem(value)
+    if problem or not _DEVICE_ID.fullmatch(value):
+        raise ConfigError(f"{where}{sep}{value!r}: expected {DEVICE_ID_EXPECTED}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -54,17 +68,37 @@ class MqttSettings:
         """The password from ``password_file`` or ``password_env``; None when neither is set."""
         if self.password_file is not None:
             try:
-                return self.password_file.read_text(encoding="utf-8").rstrip("\r\n")
-            except OSError as exc:
+                value = self.password_file.read_text(encoding="utf-8").rstrip("\r\n")
+            except (OSError, UnicodeDecodeError) as exc:
+                why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
                 raise ConfigError(f"mqtt.password_file: cannot read {self.password_file} "
-                                  f"({exc.strerror}); expected a readable file holding the password"
-                                  ) from None
+                                  f"({why}); expected a readable file holding the password") from None
+            if not value:
+                raise ConfigError(f"mqtt.password_file: {self.password_file} is empty; expected the MQTT "
+                                  "password on its first line")
+            return value
         if self.password_env:
-            value = os.environ.get(self.password_env)
-            if value is None:
+            env = os.environ.get(self.password_env)
+            if env is None:
                 raise ConfigError(f"mqtt.password_env: environment variable {self.password_env!r} is not "
                                   "set; expected it to hold the MQTT password")
-            return value
+            if not env:
+                raise ConfigError(f"mqtt.password_env: environment variable {self.password_env!r} is "
+                                  "empty; expected it to hold the MQTT password")
+            return env
+        return None
+
+    def password_file_warning(self) -> str | None:
+        """A warning when the password file can be read by other users (None when it cannot)."""
+        if self.password_file is None:
+            return None
+        try:
+            mode = self.password_file.stat().st_mode
+        except OSError:
+            return None
+        if mode & (stat.S_IROTH | stat.S_IWOTH):
+            return (f"mqtt.password_file: {self.password_file} is readable by every user (mode "
+                    f"{stat.S_IMODE(mode):04o}); restrict it: chmod 600 (or 640 with group kws-edge)")
         return None
 
 
@@ -101,7 +135,7 @@ class Settings:
 
 def default_device_id() -> str:
     """The host name, reduced to the characters allowed in a topic level."""
-    name = re.sub(r"[^A-Za-z0-9_\-]", "_", socket.gethostname().split(".")[0]) or "kws_edge"
+    name = re.sub(r"[^A-Za-z0-9_\-]", "_", socket.gethostname().split(".")[0])[:MAX_NAME] or "kws_edge"
     return name
 
 
@@ -119,7 +153,8 @@ class _Section:
         return f"{self.name}.{key}" if self.name else key
 
     def fail(self, key: str, value: Any, expected: str) -> ConfigError:
-        return ConfigError(f"{self.where}: {self._key(key)} = {value!r}: expected {expected}")
+        shown = "<hidden>" if key.rsplit(".", 1)[-1] in _SECRET_KEYS else repr(value)
+        return ConfigError(f"{self.where}: {self._key(key)} = {shown}: expected {expected}")
 
     def get(self, key: str, kind: type | tuple[type, ...], default: Any, expected: str) -> Any:
         if key not in self.data:
@@ -137,7 +172,7 @@ class _Section:
     def str_(self, key: str, default: str, pattern: re.Pattern[str] | None = None,
              expected: str = "a string") -> str:
         value = self.get(key, str, default, expected)
-        if pattern is not None and key in self.data and not pattern.match(value):
+        if pattern is not None and key in self.data and not pattern.fullmatch(value):
             raise self.fail(key, value, expected)
         return str(value)
 
@@ -149,7 +184,7 @@ class _Section:
 
     def float_(self, key: str, default: float, lo: float, hi: float) -> float:
         value = self.get(key, (int, float), default, f"a number from {lo} to {hi}")
-        if not lo <= value <= hi:
+        if not math.isfinite(value) or not lo <= value <= hi:
             raise self.fail(key, value, f"a number from {lo} to {hi}")
         return float(value)
 
@@ -157,8 +192,14 @@ class _Section:
         value = self.get(key, str, "", "a file path")
         if not value:
             return None
+        if "\0" in value:
+            raise self.fail(key, value, "a file path")
         p = Path(value)
-        if must_exist and not p.is_file():
+        try:
+            is_file = p.is_file()
+        except OSError:
+            is_file = False
+        if must_exist and not is_file:
             raise self.fail(key, value, "an existing file")
         return p
 
@@ -198,9 +239,9 @@ def _mqtt(data: dict[str, Any], where: str) -> MqttSettings:
         ca_file=t.path("ca_file", must_exist=True), cert_file=t.path("cert_file", must_exist=True),
         key_file=t.path("key_file", must_exist=True), tls_insecure=t.bool_("insecure", False),
         username=s.str_("username", ""), password_file=s.path("password_file", must_exist=True),
-        password_env=s.str_("password_env", "", re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$"),
+        password_env=s.str_("password_env", "", re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}"),
                             "an environment variable name"),
-        client_id=s.str_("client_id", "", re.compile(r"^[A-Za-z0-9_\-]{0,64}$"),
+        client_id=s.str_("client_id", "", re.compile(r"[A-Za-z0-9_\-]{0,64}"),
                          "up to 64 letters, digits, '_' or '-'"),
         topic_prefix=s.str_("topic_prefix", "kws_edge", _TOPIC_WORD, "topic levels without wildcards"),
         keepalive_s=s.int_("keepalive_s", 30, 5, 3600),
@@ -216,7 +257,29 @@ def _mqtt(data: dict[str, Any], where: str) -> MqttSettings:
         raise s.fail("tls.key_file", str(settings.key_file), "mqtt.tls.cert_file to be set as well")
     if settings.password_file is not None and settings.password_env:
         raise s.fail("password_env", settings.password_env, "either password_file or password_env, not both")
+    if settings.reconnect_min_s > settings.reconnect_max_s:
+        raise s.fail("reconnect_min_s", settings.reconnect_min_s,
+                     f"at most mqtt.reconnect_max_s ({settings.reconnect_max_s})")
+    _check_tls_files(settings, where)
     return settings
+
+
+def _check_tls_files(m: MqttSettings, where: str) -> None:
+    """Load the certificate files the way the MQTT client will, so a wrong file fails here, not in run."""
+    if m.ca_file is not None:
+        try:
+            ssl.create_default_context(cafile=str(m.ca_file))
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            raise ConfigError(f"{where}: mqtt.tls.ca_file = {str(m.ca_file)!r}: expected a PEM CA certificate "
+                              f"({exc})") from None
+    if m.cert_file is not None:
+        try:
+            ssl.create_default_context().load_cert_chain(str(m.cert_file),
+                                                         str(m.key_file) if m.key_file else None)
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            raise ConfigError(f"{where}: mqtt.tls.cert_file = {str(m.cert_file)!r}: expected a PEM client "
+                              "certificate whose private key is in it or in mqtt.tls.key_file (unencrypted) "
+                              f"({exc})") from None
 
 
 def _models(data: dict[str, Any], where: str) -> ModelSettings:
@@ -239,8 +302,9 @@ def from_dict(data: dict[str, Any], where: str = "config") -> Settings:
     se = _Section(top.table("serial"), "serial", where, ("enabled", "port", "baudrate"))
     device = au.get("device", (str, int), "", "a device name fragment or index")
     return Settings(
-        device_id=sv.str_("device_id", default_device_id(), _DEVICE_ID, "letters, digits, '_' or '-'"),
-        state_dir=Path(sv.str_("state_dir", str(DEFAULT_STATE_DIR))),
+        device_id=check_device_id(sv.str_("device_id", default_device_id()), f"{where}: service.device_id"),
+        state_dir=Path(sv.str_("state_dir", str(DEFAULT_STATE_DIR), re.compile(r"[^\0]+"),
+                               "a non-empty directory path")),
         log_level=sv.str_("log_level", "info", re.compile(r"^(debug|info|warning|error)$"),
                           "debug, info, warning or error"),
         audio=AudioSettings(str(device), au.int_("chunk_ms", 80, 10, 1000),
@@ -268,7 +332,7 @@ def load(path: Path | str | None, required: bool = True) -> Settings:
         raise ConfigError(f"{path}: cannot read the config file ({exc.strerror})") from None
     try:
         data = tomllib.loads(raw.decode("utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc}); expected key = value lines under [sections]") \
             from None
     return from_dict(data, str(path))
@@ -288,10 +352,8 @@ def with_overrides(s: Settings, **kw: Any) -> Settings:
     if kw.get("thresholds"):
         models = replace(models, thresholds={**models.thresholds, **dict(kw["thresholds"])})
     out = replace(s, mqtt=mqtt, models=models)
-    if kw.get("device_id"):
-        if not _DEVICE_ID.match(kw["device_id"]):
-            raise ConfigError(f"--device-id {kw['device_id']!r}: expected letters, digits, '_' or '-'")
-        out = replace(out, device_id=kw["device_id"])
+    if kw.get("device_id") is not None:
+        out = replace(out, device_id=check_device_id(kw["device_id"], "--device-id", " "))
     if kw.get("state_dir"):
         out = replace(out, state_dir=Path(kw["state_dir"]))
     if kw.get("audio_device") is not None:

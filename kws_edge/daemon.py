@@ -10,7 +10,9 @@ moment to acknowledge queued detections, publish ``offline`` and exit 0.
 from __future__ import annotations
 
 import argparse
+import itertools
 import logging
+import os
 import signal
 import socket
 import sys
@@ -87,7 +89,8 @@ def build_detector(s: cfg.Settings) -> Any:
     from kws_edge.model import load_models
     from kws_edge.pipeline import Detector
 
-    runners = load_models(list(s.models.names) or None)
+    runners = load_models(list(s.models.names) or None,
+                          on_skip=lambda exc: log.error("skipping an installed model: %s", exc))
     known = sorted({kw for r in runners for kw in r.manifest.keywords})
     for kw in s.models.thresholds:
         if kw not in known:
@@ -106,9 +109,23 @@ def _check_config(s: cfg.Settings) -> int:
     print(f"models {', '.join(r.name for r in runners)}; thresholds {thresholds}")
     print(f"audio device {s.audio.device or 'default'}; serial {s.serial.port if s.serial.enabled else 'off'}")
     if m.enabled:
-        m.read_password()  # fails here, naming the key, when the password source is unusable
+        m.read_password()  # fails here, naming the key, when the password source is unusable (never its value)
+        warning = m.password_file_warning()
+        if warning:
+            print(f"warning: {warning}", file=sys.stderr)
+    _check_state_dir(s.state_dir)
     print("config OK")
     return 0
+
+
+def _check_state_dir(state_dir: Path) -> None:
+    """The queue's directory must exist and be writable, or be creatable (as run will do)."""
+    d = state_dir
+    while not d.exists() and d != d.parent:
+        d = d.parent
+    if not d.is_dir() or not os.access(d, os.W_OK | os.X_OK):
+        raise ConfigError(f"service.state_dir = {str(state_dir)!r}: {d} is not a writable directory; expected "
+                          "a directory the service user can write (the detection queue lives there)")
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -199,7 +216,10 @@ class Service:
         signal.signal(signal.SIGHUP, on_hup)
 
     def _load_models(self, settings: cfg.Settings) -> None:
-        self.detector = build_detector(settings)
+        self._use_detector(build_detector(settings))
+
+    def _use_detector(self, detector: Any) -> None:
+        self.detector = detector
         self.manifests = [r.manifest for r in self.detector.runners]
         log.info("models: %s", ", ".join(f"{m.name} ({', '.join(m.keywords)})" for m in self.manifests))
 
@@ -210,6 +230,9 @@ class Service:
         from kws_edge.publisher import Publisher
 
         s = self.settings
+        warning = s.mqtt.password_file_warning()
+        if warning:
+            log.warning("%s", warning)
         self.publisher = Publisher(s.mqtt, s.device_id, s.state_dir, self.manifests)
         self.publisher.start()
         if self.publisher.pending:
@@ -250,12 +273,14 @@ class Service:
 
     # -- audio sources ------------------------------------------------------------------------------
     def _run_file(self, path: Path) -> None:
-        from kws_edge.audio import read_wav
+        from kws_edge.audio import wav_chunks
 
-        samples = read_wav(path, self.detector.sample_rate)
+        rate = self.detector.sample_rate
+        chunks = wav_chunks(path, rate, max(1, rate * self.settings.audio.chunk_ms // 1000))
+        first = next(chunks, None)  # the header is checked before the service says READY
         self.audio_state = f"file {path.name}"
         self._mark_ready()
-        for chunk in self._file_chunks(samples):
+        for chunk in self._file_chunks(first, chunks):
             self._tick()
             self._handle(self.detector.process(chunk))
             if self.stop.is_set():
@@ -264,19 +289,19 @@ class Service:
         log.info("end of %s: %d detection(s)", path, self.detections)
         self._drain_after_file()
 
-    def _file_chunks(self, samples: Any) -> Iterator[Any]:
+    def _file_chunks(self, first: Any, rest: Iterator[Any]) -> Iterator[Any]:
         rate = self.detector.sample_rate
-        chunk = max(1, rate * self.settings.audio.chunk_ms // 1000)
         start = time.monotonic()
         if self.args.realtime:
-            log.info("real-time feed of %d samples started at epoch %.6f", len(samples), time.time())
-        for pos in range(0, len(samples), chunk):
-            end = min(pos + chunk, len(samples))
+            log.info("real-time feed started at epoch %.6f", time.time())
+        end = 0
+        for chunk in itertools.chain([first] if first is not None else [], rest):
+            end += len(chunk)
             if self.args.realtime:  # a chunk is available once its last sample has been "captured"
                 delay = start + end / rate - time.monotonic()
                 if delay > 0 and self.stop.wait(delay):
                     return
-            yield samples[pos:end]
+            yield chunk
 
     def _drain_after_file(self) -> None:
         if self.publisher is None:
@@ -371,9 +396,15 @@ class Service:
         log.info("SIGHUP: reloading config and models")
         try:
             new = load_settings(self.args)
-            self._load_models(new)
-        except KwsError as exc:
-            log.error("reload failed, keeping the running config and models: %s", exc)
+            detector = build_detector(new)
+            if self.detector is not None and detector.sample_rate != self.detector.sample_rate:
+                raise ConfigError(f"the new models need {detector.sample_rate} Hz audio but the running ones "
+                                  f"use {self.detector.sample_rate} Hz; restart the service to switch")
+            self._use_detector(detector)
+        except Exception as exc:  # nothing a reload reads may stop the running service
+            reason = str(exc) if isinstance(exc, KwsError) else f"{type(exc).__name__}: {exc}"
+            log.error("reload failed, keeping the running config and models: %s", reason.splitlines()[0]
+                      if reason else type(exc).__name__)
             self.notify.ready(self._status_text())
             return
         if new.mqtt != self.settings.mqtt or new.device_id != self.settings.device_id:

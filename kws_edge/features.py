@@ -51,10 +51,22 @@ class FeatureParams:
 
     def __post_init__(self) -> None:
         problems = []
-        if self.sample_rate <= 0:
-            problems.append(f"sample_rate must be > 0, got {self.sample_rate}")
-        if not 0 < self.winstep <= self.winlen:
-            problems.append(f"need 0 < winstep <= winlen, got winstep={self.winstep} winlen={self.winlen}")
+        for name in ("winlen", "winstep", "lowfreq", "highfreq", "preemph"):
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"invalid feature parameters: {name} must be a finite number, "
+                                 f"got {getattr(self, name)}")
+        if not 0 < self.sample_rate <= 384_000:
+            problems.append(f"sample_rate must be 1 to 384000 Hz, got {self.sample_rate}")
+        if not 0 < self.nfft <= 65536 or not 0 < self.nfilt <= 1024 or abs(self.ceplifter) > 10_000:
+            problems.append(f"need 0 < nfft <= 65536, 0 < nfilt <= 1024, |ceplifter| <= 10000, got "
+                            f"nfft={self.nfft} nfilt={self.nfilt} ceplifter={self.ceplifter}")
+        if not 0 < self.winstep <= self.winlen <= 10.0:
+            problems.append(f"need 0 < winstep <= winlen <= 10 s, got winstep={self.winstep} winlen={self.winlen}")
+        elif self.hop < 1:
+            problems.append(f"winstep={self.winstep} s is less than one sample at {self.sample_rate} Hz "
+                            "(a 0-sample hop)")
+        if problems:
+            raise ValueError("invalid feature parameters: " + "; ".join(problems))
         if self.frame_len > self.nfft:
             problems.append(f"nfft={self.nfft} is shorter than the window ({self.frame_len} samples)")
         if not 0 < self.numcep <= self.nfilt:

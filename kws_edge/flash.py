@@ -32,7 +32,7 @@ arduino-cli is needed to build and upload the firmware. Install it and the board
   arduino-cli config set library.enable_unsafe_install true
   arduino-cli lib install --git-url https://github.com/tensorflow/tflite-micro-arduino-examples
 
-(the last line installs the {LIBRARY} library). The sketch is already exported to {{sketch}};
+(the last line installs the {LIBRARY} library). The sketch is in {{sketch}};
 it can also be built in the Arduino IDE 2 (board "Arduino Nano 33 BLE") and uploaded from there."""
 
 
@@ -135,19 +135,22 @@ def main(args: argparse.Namespace) -> int:
     if not args.export_only and not args.port:
         raise FlashError("--port: needed to upload (e.g. --port /dev/ttyACM0), or use --export-only")
     manifest_path = resolve_manifest(args.model)
+    cli = None
+    if not args.export_only:  # check the tools before touching the sketch's files
+        cli = shutil.which(args.arduino_cli)
+        if cli is None:
+            raise FlashError(INSTALL_HELP.format(sketch=sketch) + "\n(nothing was changed; "
+                             f"'kws-edge flash --export-only --model {args.model}' only writes the model files)")
+        if not _installed(cli, "core", CORE):
+            raise FlashError(f"the {CORE} core is not installed: run 'arduino-cli core update-index && "
+                             f"arduino-cli core install {CORE}'")
+        if not _installed(cli, "lib", LIBRARY):
+            raise FlashError(f"the {LIBRARY} library is not installed:\n" + INSTALL_HELP.format(sketch=sketch))
     for path in firmware.generate(manifest_path, sketch):
         print(f"wrote {path}")
     _print_budget(manifest_path)
-    if args.export_only:
-        return 0
-    cli = shutil.which(args.arduino_cli)
     if cli is None:
-        raise FlashError(INSTALL_HELP.format(sketch=sketch))
-    if not _installed(cli, "core", CORE):
-        raise FlashError(f"the {CORE} core is not installed: run 'arduino-cli core update-index && "
-                         f"arduino-cli core install {CORE}'")
-    if not _installed(cli, "lib", LIBRARY):
-        raise FlashError(f"the {LIBRARY} library is not installed:\n" + INSTALL_HELP.format(sketch=sketch))
+        return 0
     compile_cmd, _ = commands(cli, args.fqbn, sketch, args.port)
     _run(compile_cmd)
     from serial.tools import list_ports

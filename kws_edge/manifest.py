@@ -32,6 +32,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,10 +40,13 @@ from typing import Any
 
 from kws_edge.errors import ModelError
 from kws_edge.features import FeatureParams
+from kws_edge.names import topic_name_problem
 
 SCHEMA = "kws_edge.manifest/1"
 KINDS = ("wakeword", "commands")
-_NAME = re.compile(r"^[a-z0-9_]+$")
+_NAME = re.compile(r"[a-z0-9_]{1,64}")
+MAX_BYTES = 1_000_000  # a manifest is a few KB; refuse to parse anything much larger
+MAX_DIM = 1_000_000  # bound on any tensor dimension, frame count or size field
 _REQUIRED = (
     "schema", "name", "kind", "model_file", "sha256", "size_bytes", "labels", "keywords", "features",
     "window_frames", "stride_frames", "input", "output", "decision", "arena_bytes", "ops",
@@ -137,16 +141,16 @@ class _Checker:
     def fail(self, key: str, expected: str, value: Any) -> ModelError:
         return ModelError(f"{self.where}: key '{key}': expected {expected}, got {value!r}")
 
-    def int_(self, data: dict[str, Any], key: str, minimum: int = 0) -> int:
+    def int_(self, data: dict[str, Any], key: str, minimum: int = 0, maximum: int = 1 << 40) -> int:
         value = data.get(key)
-        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-            raise self.fail(key, f"an integer >= {minimum}", value)
+        if not isinstance(value, int) or isinstance(value, bool) or not minimum <= value <= maximum:
+            raise self.fail(key, f"an integer from {minimum} to {maximum}", value)
         return value
 
     def num(self, data: dict[str, Any], key: str) -> float:
         value = data.get(key)
-        if not isinstance(value, int | float) or isinstance(value, bool):
-            raise self.fail(key, "a number", value)
+        if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
+            raise self.fail(key, "a finite number", value)
         return float(value)
 
     def str_(self, data: dict[str, Any], key: str) -> str:
@@ -170,12 +174,19 @@ class _Checker:
     def tensor(self, data: dict[str, Any], key: str) -> TensorSpec:
         t = self.dict_(data, key)
         shape = t.get("shape")
-        if not isinstance(shape, list) or not all(isinstance(d, int) and d > 0 for d in shape):
-            raise self.fail(f"{key}.shape", "a list of positive integers", shape)
+        if not isinstance(shape, list) or not 1 <= len(shape) <= 8 or not all(
+                isinstance(d, int) and not isinstance(d, bool) and 0 < d <= MAX_DIM for d in shape):
+            raise self.fail(f"{key}.shape", f"a list of 1 to 8 integers from 1 to {MAX_DIM}", shape)
         dtype = t.get("dtype")
         if dtype not in ("int8", "uint8", "float32"):
             raise self.fail(f"{key}.dtype", "'int8', 'uint8' or 'float32'", dtype)
-        return TensorSpec(tuple(shape), dtype, self.num(t, "scale"), int(self.num(t, "zero_point")))
+        scale = self.num(t, "scale")
+        if dtype != "float32" and scale <= 0:
+            raise self.fail(f"{key}.scale", "a number > 0", scale)
+        zero_point = t.get("zero_point")
+        if not isinstance(zero_point, int) or isinstance(zero_point, bool) or not -(1 << 31) <= zero_point < 1 << 31:
+            raise self.fail(f"{key}.zero_point", "an integer", zero_point)
+        return TensorSpec(tuple(shape), dtype, scale, zero_point)
 
 
 def parse(data: Any, where: str = "manifest") -> Manifest:
@@ -195,8 +206,8 @@ def parse(data: Any, where: str = "manifest") -> Manifest:
     if unknown:
         raise ModelError(f"{where}: unknown key(s) {', '.join(unknown)}")
     name = c.str_(data, "name")
-    if not _NAME.match(name):
-        raise c.fail("name", "lower-case letters, digits and '_'", name)
+    if not _NAME.fullmatch(name):
+        raise c.fail("name", "1 to 64 lower-case letters, digits and '_'", name)
     kind = c.str_(data, "kind")
     if kind not in KINDS:
         raise c.fail("kind", " or ".join(repr(k) for k in KINDS), kind)
@@ -209,11 +220,16 @@ def parse(data: Any, where: str = "manifest") -> Manifest:
     stray = [k for k in keywords if k not in labels]
     if stray:
         raise c.fail("keywords", f"a subset of labels {list(labels)}", stray)
+    for kw in keywords:  # keywords become MQTT topic levels and Home Assistant event types
+        if problem := topic_name_problem(kw):
+            raise c.fail("keywords", f"names usable as MQTT topic levels ({problem})", kw)
+    if len(set(keywords)) != len(keywords):
+        raise c.fail("keywords", "unique keywords", list(keywords))
     try:
         features = FeatureParams.from_dict(c.dict_(data, "features"), f"{where}: features")
-    except ValueError as exc:
-        raise ModelError(str(exc)) from None
-    window_frames = c.int_(data, "window_frames", 1)
+    except (ValueError, TypeError, ArithmeticError) as exc:
+        raise ModelError(str(exc) if isinstance(exc, ValueError) else f"{where}: features: {exc}") from None
+    window_frames = c.int_(data, "window_frames", 1, 100_000)
     inp, out = c.tensor(data, "input"), c.tensor(data, "output")
     if inp.shape[-2:] != (window_frames, features.numcep):
         raise c.fail("input.shape", f"[..., {window_frames}, {features.numcep}] (window_frames x numcep)",
@@ -224,23 +240,33 @@ def parse(data: Any, where: str = "manifest") -> Manifest:
     thresholds = c.dict_(dec, "thresholds")
     for kw in keywords:
         value = thresholds.get(kw)
-        if not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
+        if not isinstance(value, int | float) or isinstance(value, bool) or not 0.0 <= value <= 1.0:
             raise c.fail(f"decision.thresholds.{kw}", "a number in [0, 1]", value)
     decision = DecisionDefaults(
         thresholds={k: float(v) for k, v in thresholds.items() if k in keywords},
-        smoothing_ms=c.int_(dec, "smoothing_ms", 0),
-        min_hits=c.int_(dec, "min_hits", 1),
-        refractory_ms=c.int_(dec, "refractory_ms", 0),
+        smoothing_ms=c.int_(dec, "smoothing_ms", 0, 3_600_000),
+        min_hits=c.int_(dec, "min_hits", 1, 100_000),
+        refractory_ms=c.int_(dec, "refractory_ms", 0, 3_600_000),
     )
+    model_file = c.str_(data, "model_file")
+    if "\0" in model_file or "/" in model_file or "\\" in model_file or model_file in (".", ".."):
+        raise c.fail("model_file", "a file name next to the manifest", model_file)
+    optional: dict[str, Any] = {}
+    for key in ("params", "macs"):
+        optional[key] = c.int_(data, key, 0) if data.get(key) is not None else None
+    for key in ("training", "metrics"):
+        optional[key] = data.get(key) or {}
+        if not isinstance(optional[key], dict):
+            raise c.fail(key, "an object", optional[key])
+    description = data.get("description", "")
+    if not isinstance(description, str):
+        raise c.fail("description", "a string", description)
     return Manifest(
-        name=name, kind=kind, model_file=c.str_(data, "model_file"), sha256=sha,
-        size_bytes=c.int_(data, "size_bytes", 1), labels=labels, keywords=keywords, features=features,
-        window_frames=window_frames, stride_frames=c.int_(data, "stride_frames", 1), input=inp,
-        output=out, decision=decision, arena_bytes=c.int_(data, "arena_bytes", 0),
-        ops=c.strs(data, "ops"),
-        params=data.get("params"), macs=data.get("macs"),
-        training=data.get("training") or {}, metrics=data.get("metrics") or {},
-        description=str(data.get("description", "")),
+        name=name, kind=kind, model_file=model_file, sha256=sha,
+        size_bytes=c.int_(data, "size_bytes", 1, 1 << 31), labels=labels, keywords=keywords, features=features,
+        window_frames=window_frames, stride_frames=c.int_(data, "stride_frames", 1, 100_000), input=inp,
+        output=out, decision=decision, arena_bytes=c.int_(data, "arena_bytes", 0, 1 << 31),
+        ops=c.strs(data, "ops"), description=description, **optional,
     )
 
 
@@ -248,14 +274,33 @@ def load(path: Path | str) -> Manifest:
     """Read and validate a manifest file."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, "rb") as f:
+            raw = f.read(MAX_BYTES + 1)
     except FileNotFoundError:
         raise ModelError(f"{path}: manifest not found") from None
     except OSError as exc:
-        raise ModelError(f"{path}: cannot read manifest: {exc.strerror}") from None
+        raise ModelError(f"{path}: cannot read manifest: {exc.strerror or exc}") from None
+    if len(raw) > MAX_BYTES:
+        raise ModelError(f"{path}: manifest larger than {MAX_BYTES} bytes; expected a small JSON file")
     try:
-        data = json.loads(text)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ModelError(f"{path}: not UTF-8 text (byte {exc.start}); expected a JSON manifest") from None
+    return dataclasses.replace(loads(text, str(path)), path=path)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def loads(text: str, where: str = "manifest") -> Manifest:
+    """Parse and validate manifest JSON text; every malformed input raises ModelError."""
+    try:
+        data = json.loads(text, parse_constant=_no_constant)
     except json.JSONDecodeError as exc:
-        raise ModelError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
-    manifest = parse(data, str(path))
-    return dataclasses.replace(manifest, path=path)
+        raise ModelError(f"{where}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
+    except ValueError as exc:
+        raise ModelError(f"{where}: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise ModelError(f"{where}: JSON nested too deeply; expected a manifest object") from None
+    return parse(data, where)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -143,6 +144,10 @@ class ModelRunner:
         return dequantize(raw, self._out.scale, self._out.zero_point)
 
 
+def _report_skip(exc: ModelError) -> None:
+    print(f"kws-edge: error: skipping an installed model: {exc}", file=sys.stderr, flush=True)
+
+
 @contextlib.contextmanager
 def _quiet_stderr() -> Iterator[None]:
     """Silence C-level writes to fd 2 (not Python exceptions, which are raised after it is restored)."""
@@ -192,6 +197,9 @@ def load_model(manifest_path: Path | str) -> ModelRunner:
         data = path.read_bytes()
     except FileNotFoundError:
         raise ModelError(f"{path}: model file named by {m.path} not found") from None
+    except OSError as exc:
+        raise ModelError(f"{path}: cannot read the model file named by {m.path} ({exc.strerror or exc}); "
+                         "expected a .tflite file") from None
     digest = hashlib.sha256(data).hexdigest()
     if digest != m.sha256:
         raise ModelError(
@@ -205,7 +213,7 @@ def load_model(manifest_path: Path | str) -> ModelRunner:
         with _quiet_stderr():  # LiteRT prints "INFO: Created TensorFlow Lite XNNPACK delegate" on fd 2
             interp = factory(model_content=data)
             interp.allocate_tensors()
-    except (ValueError, RuntimeError) as exc:
+    except Exception as exc:  # the interpreters raise ValueError, RuntimeError and others on bad models
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"{path}: not a usable TFLite model ({first})") from None
     _check_against_model(m, interp, path)
@@ -253,12 +261,29 @@ def resolve_manifest(spec: str) -> Path:
     raise ModelError(f"unknown model {spec!r}; installed models: {names}")
 
 
-def load_models(specs: list[str] | None) -> list[ModelRunner]:
-    """Load the named models, or every installed model when ``specs`` is empty."""
+def load_models(specs: list[str] | None,
+                on_skip: Callable[[ModelError], None] | None = None) -> list[ModelRunner]:
+    """Load the named models, or every installed model when ``specs`` is empty.
+
+    A named model that cannot be loaded is an error. Among the installed models, one that cannot be
+    loaded is skipped and reported through ``on_skip`` (default: a line on stderr), so one bad manifest
+    does not take the others down; it is an error only when none is left.
+    """
     paths = [resolve_manifest(s) for s in specs] if specs else installed_manifests()
     if not paths:
         raise ModelError("no models installed; train one with 'kws-edge train' or pass --model PATH")
-    runners = [load_model(p) for p in paths]
+    if specs:
+        runners = [load_model(p) for p in paths]
+    else:
+        runners, skipped = [], []
+        for p in paths:
+            try:
+                runners.append(load_model(p))
+            except ModelError as exc:
+                skipped.append(exc)
+                (on_skip or _report_skip)(exc)
+        if not runners:
+            raise ModelError(f"no installed model could be loaded ({len(skipped)} skipped; first: {skipped[0]})")
     names = [r.name for r in runners]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:

@@ -29,6 +29,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from kws_edge.names import topic_name_problem
+
 VERSION = "KWS1"
 MAX_LINE = 128  # bytes, terminator included
 _TOKEN_FORBIDDEN = frozenset(" *")
@@ -97,6 +99,8 @@ def encode(message: Message) -> bytes:
                   _token(message.model_name, "model_name")]
     elif isinstance(message, Detection):
         score = min(1.0, max(0.0, message.score))
+        if problem := topic_name_problem(message.keyword):
+            raise ProtocolError(f"keyword {message.keyword!r}: {problem}")
         fields = ["DET", _token(message.keyword, "keyword"), f"{score:.4f}", _u32(message.ms, "ms")]
     elif isinstance(message, Heartbeat):
         fields = ["HB", _u32(message.ms, "ms"), _u32(message.dropped, "dropped"), _u32(message.skipped, "skipped")]
@@ -170,6 +174,10 @@ def parse_line(line: bytes | str) -> Message:
     kind, args = parts[1], parts[2:]
     if len(args) != _ARITY[kind] or not all(args):
         raise ProtocolError(f"{kind}: expected {_ARITY[kind]} fields, got {len(args)}")
+    if not all(a.isprintable() for a in args):  # the spec: printable ASCII only (no NUL, ESC, CR, ...)
+        raise ProtocolError(f"{kind}: a field holds control characters")
+    if kind == "DET" and (problem := topic_name_problem(args[0])):
+        raise ProtocolError(f"DET keyword {args[0]!r}: {problem}")
     if kind == "HELLO":
         return Hello(*args)
     if kind == "DET":
