@@ -47,7 +47,7 @@ def test_security_exposure_at_most_2() -> None:
                          text=True, timeout=60)
     found = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", res.stdout + res.stderr)
     assert found, res.stdout + res.stderr
-    assert float(found.group(1)) <= 2.0, res.stdout
+    assert float(found.group(1)) <= 1.5, res.stdout  # 1.5 measured 2026-12; never looser
 
 
 @needs_analyze
@@ -69,6 +69,8 @@ def test_unit_has_what_the_service_relies_on() -> None:
     assert k["User"] == ["kws-edge"] and k["SupplementaryGroups"] == ["audio dialout"]
     assert k["StateDirectory"] == ["kws-edge"] and k["ConfigurationDirectory"] == ["kws-edge"]
     assert k["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
+    assert k["RestartPreventExitStatus"] == ["2"]  # a config error (exit 2) is not retried every 5 s
+    assert k["StartLimitBurst"] == ["10"] and k["TasksMax"] == ["64"]
     assert "PrivateUsers" not in k  # would break the audio/dialout group access
     assert "MemoryDenyWriteExecute" not in k  # see the next test
 
