@@ -228,7 +228,8 @@ def parse(data: Any, where: str = "manifest") -> Manifest:
     try:
         features = FeatureParams.from_dict(c.dict_(data, "features"), f"{where}: features")
     except (ValueError, TypeError, ArithmeticError) as exc:
-        raise ModelError(str(exc) if isinstance(exc, ValueError) else f"{where}: features: {exc}") from None
+        msg = str(exc)
+        raise ModelError(msg if msg.startswith(where) else f"{where}: features: {msg}") from None
     window_frames = c.int_(data, "window_frames", 1, 100_000)
     inp, out = c.tensor(data, "input"), c.tensor(data, "output")
     if inp.shape[-2:] != (window_frames, features.numcep):
