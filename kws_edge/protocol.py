@@ -154,7 +154,10 @@ _ARITY = {"HELLO": 3, "DET": 3, "HB": 3, "ERR": 1}
 
 def parse_line(line: bytes | str) -> Message:
     """Parse one line (terminator optional); raise ProtocolError (or UnknownMessage) when it is not KWS1."""
-    raw = line.encode("latin-1") if isinstance(line, str) else bytes(line)
+    try:
+        raw = line.encode("latin-1") if isinstance(line, str) else bytes(line)
+    except UnicodeEncodeError:
+        raise ProtocolError("line is not ASCII") from None
     raw = raw.rstrip(b"\r\n")
     if len(raw) + 2 > MAX_LINE:
         raise ProtocolError(f"line of {len(raw)} bytes is longer than {MAX_LINE}")
