@@ -80,3 +80,13 @@ def test_streams_have_the_requested_length_and_spans() -> None:
         seg = pos.samples[int(start * 16000):int(end * 16000)]
         assert np.abs(seg).max() > 1000  # the utterance is where the span says
     assert st.hits_and_misses(pos.spans, {"yes": [int(pos.spans[1][1] * 1000)]}) == (1, 3, 0)
+
+
+def test_stream_scores_do_not_depend_on_the_feature_chunk(runner) -> None:
+    stream = st.positive_stream(_utterances(6, 2), 20.0, _bank(), ["pink"], seed=4)
+    whole = st.stream_scores(runner, stream.samples, chunk=len(stream.samples))
+    for chunk in (1000, 16001):
+        part = st.stream_scores(runner, stream.samples, chunk=chunk)
+        assert np.array_equal(part.times_ms, whole.times_ms)
+        assert np.array_equal(part.posteriors, whole.posteriors)
+    assert len(whole.times_ms) > 100

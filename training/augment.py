@@ -150,3 +150,40 @@ def to_int16(x: Float, rng: np.random.Generator, gain_db: tuple[float, float], f
     level = 10 ** (rng.uniform(*gain_db) / 20) * 32767
     y = x * (level / peak) + floor * rng.standard_normal(len(x))
     return np.clip(np.rint(y), -32768, 32767).astype(np.int16)
+
+
+def microphone(x: Float, rng: np.random.Generator, rate: int = 16000) -> Float:
+    """A random microphone and channel: band limits, a tilt and a few resonances, sometimes soft clipping.
+
+    Real recordings come from phones, laptops and USB microphones: a high-pass between 60 and 400 Hz, a
+    low-pass between 3.4 and 8 kHz, peaks and dips of up to +-8 dB, and input stages that saturate.
+    TTS engines are all "studio-flat"; without this a model learns their channel.
+    """
+    from scipy.signal import butter, sosfilt
+
+    y = x
+    hp = float(np.exp(rng.uniform(np.log(60.0), np.log(400.0))))
+    y = sosfilt(butter(int(rng.integers(1, 4)), hp, "highpass", fs=rate, output="sos"), y)
+    if rng.random() < 0.7:
+        lp = float(np.exp(rng.uniform(np.log(3400.0), np.log(7800.0))))
+        y = sosfilt(butter(int(rng.integers(2, 6)), lp, "lowpass", fs=rate, output="sos"), y)
+    for _ in range(int(rng.integers(0, 4))):
+        y = _peaking(y, float(np.exp(rng.uniform(np.log(150.0), np.log(6000.0)))), rng.uniform(-8.0, 8.0),
+                     rng.uniform(0.7, 3.0), rate)
+    if rng.random() < 0.15:  # an overdriven input stage
+        peak = float(np.max(np.abs(y))) or 1.0
+        drive = rng.uniform(1.5, 6.0)
+        y = np.tanh(drive * y / peak) * peak / np.tanh(drive)
+    return np.asarray(y, dtype=np.float64)
+
+
+def _peaking(x: Float, f0: float, gain_db: float, q: float, rate: int) -> Float:
+    """RBJ audio-EQ-cookbook peaking filter."""
+    from scipy.signal import lfilter
+
+    a = 10 ** (gain_db / 40)
+    w0 = 2 * np.pi * min(f0, 0.45 * rate) / rate
+    alpha = np.sin(w0) / (2 * q)
+    b = np.array([1 + alpha * a, -2 * np.cos(w0), 1 - alpha * a])
+    den = np.array([1 + alpha / a, -2 * np.cos(w0), 1 - alpha / a])
+    return np.asarray(lfilter(b / den[0], den / den[0], x), dtype=np.float64)

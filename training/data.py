@@ -23,7 +23,7 @@ from training import augment as aug
 from training.recipe import AugmentConfig, Recipe
 from training.sources import Clip, parallel_map
 
-DATA_VERSION = "data-v1"
+DATA_VERSION = "data-v2"
 
 
 @dataclass(frozen=True)
@@ -84,6 +84,8 @@ def make_window(task: Task) -> npt.NDArray[np.float32]:
             x = aug.reverb(x, aug.synthetic_rir(rng, rng.uniform(*cfg.rt60)))
         kind = cfg.noise_kinds[int(rng.integers(len(cfg.noise_kinds)))]
         x = aug.mix_at_snr(x, _W["bank"].segment(kind, n, rng), rng.uniform(*cfg.snr_db))
+    if task.augment and cfg.mic_prob > 0 and rng.random() < cfg.mic_prob:
+        x = aug.microphone(x, rng)
     return mfcc(aug.to_int16(x, rng, cfg.gain_db), params).astype(np.float32)
 
 

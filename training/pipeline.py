@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from kws_edge.errors import ConfigError
 from training import data, sources, tts
 from training import speech_commands as sc
 from training.recipe import Recipe
@@ -40,6 +41,14 @@ def check_inputs(recipe: Recipe) -> None:
         tts.require_engines(recipe.synthesis.engines)
     if recipe.augment.noise_dir:
         augment.load_noise_dir(recipe.augment.noise_dir)
+    if recipe.dataset.real_negatives:
+        from training import realvoice
+
+        root = realvoice.realvoice_dir(recipe.dataset.realvoice_dir or None)
+        missing = [f for f in recipe.dataset.real_negatives if f not in realvoice.folders(root)]
+        if missing:
+            raise ConfigError(f"dataset.real_negatives: no recordings folder {missing} in {root}; "
+                              f"expected some of {realvoice.folders(root)}")
 
 
 def prepare(recipe: Recipe, cache_dir: Path, workers: int, with_stream: bool = True) -> Prepared:
@@ -55,6 +64,10 @@ def prepare(recipe: Recipe, cache_dir: Path, workers: int, with_stream: bool = T
         log.info("synthesizing %d utterances with %d workers", len(jobs), workers)
         clips = sources.by_split(sources.synthesize_jobs(jobs, cache_dir, workers))
     clips = _drop_long_keywords(recipe, clips)
+    if recipe.dataset.real_negatives:
+        real = real_negative_clips(recipe)
+        clips.setdefault("train", []).extend(real)
+        log.info("real negative speech: %d clips from %s", len(real), ", ".join(recipe.dataset.real_negatives))
     log.info("clips per split: %s", {k: len(v) for k, v in clips.items()})
     bank = data.noise_bank(recipe, clips.get("train", []), recipe.seed)
     if recipe.dataset.speech_commands:
@@ -62,6 +75,15 @@ def prepare(recipe: Recipe, cache_dir: Path, workers: int, with_stream: bool = T
     feats = data.build_features(recipe, clips, bank, cache_dir, workers)
     log.info("windows per split: %s", {k: len(v) for k, v in feats.items()})
     return Prepared(clips, feats, bank, time.monotonic() - t0)
+
+
+def real_negative_clips(recipe: Recipe) -> list[sources.Clip]:
+    """The recipe's real-voice folders (never a validation-only one) as ``_unknown_`` training speech."""
+    from training import realvoice
+
+    root = realvoice.realvoice_dir(recipe.dataset.realvoice_dir or None)
+    return [sources.Clip(c.samples, "_unknown_", "train", "sentence", f"real:{folder}/{c.path.stem[:8]}")
+            for folder in recipe.dataset.real_negatives for c in realvoice.load_folder(root, folder)]
 
 
 def _drop_long_keywords(recipe: Recipe, clips: dict[str, list[sources.Clip]]) -> dict[str, list[sources.Clip]]:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from kws_edge.errors import ConfigError
+from training.realvoice import VALIDATION_FOLDERS
 from training.text import check_keyword, keyword_label
 
 
@@ -54,6 +55,7 @@ class AugmentConfig:
     gain_db: tuple[float, float] = (-30.0, -1.0)  # peak level re full scale
     speed: tuple[float, float] = (0.9, 1.1)
     max_cut_ms: int = 60  # how much of a keyword's start a window may cut off
+    mic_prob: float = 0.0  # fraction of windows through a random microphone (band limits, EQ, clipping)
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,9 @@ class TrainConfig:
     mining_threshold: float = 0.1  # keyword score above which a stream window becomes a hard negative
     mining_max: int = 6000  # hard negatives kept per round (highest scores first)
     mining_epochs: int = 8  # epochs of further training after each round
+    time_masks: int = 0  # SpecAugment: time masks per training window (each up to time_mask_frames)
+    time_mask_frames: int = 6
+    freq_masks: int = 0  # SpecAugment: masked MFCC coefficients per training window (0..freq_masks)
 
 
 @dataclass(frozen=True)
@@ -96,6 +101,10 @@ class DecisionSection:
 @dataclass(frozen=True)
 class DatasetSection:
     speech_commands: str = ""  # path to a Speech Commands layout; empty: synthesize with TTS
+    # Real recordings used as negative (non-keyword) training speech: folder names under realvoice_dir.
+    # computer/ and view_glass/ are validation only and refused here (see training/realvoice.py).
+    real_negatives: tuple[str, ...] = ()
+    realvoice_dir: str = ""  # empty: $KWS_EDGE_REALVOICE, else ../shared/data/realvoice next to the repo
 
 
 @dataclass(frozen=True)
@@ -204,6 +213,14 @@ def _check(r: Recipe, where: str) -> None:
         raise ConfigError(f"{where}: augment.noise_kinds has 'file' but augment.noise_dir is empty")
     if r.train.epochs < 1 or r.train.batch_size < 1:
         raise ConfigError(f"{where}: train.epochs and train.batch_size must be >= 1")
+    banned = sorted(set(r.dataset.real_negatives) & set(VALIDATION_FOLDERS))
+    if banned:
+        raise ConfigError(f"{where}: dataset.real_negatives: {banned} are validation only (never trained on); "
+                          "use other folders, e.g. snowboy, smart_mirror")
+    if not 0.0 <= a.mic_prob <= 1.0:
+        raise ConfigError(f"{where}: augment.mic_prob: expected a fraction in [0, 1], got {a.mic_prob}")
+    if min(r.train.time_masks, r.train.time_mask_frames, r.train.freq_masks) < 0:
+        raise ConfigError(f"{where}: train.time_masks/time_mask_frames/freq_masks must be >= 0")
     if r.eval.negative_hours <= 0:
         raise ConfigError(f"{where}: eval.negative_hours must be > 0")
 

@@ -102,18 +102,33 @@ class Scores:
     posteriors: npt.NDArray[np.float64]  # (runs, labels), dequantized int8 outputs
 
 
-def stream_scores(runner: ModelRunner, samples: Int16) -> Scores:
-    """Run the model over a stream the way the runtime's Detector does (same frames, windows, times)."""
+def stream_scores(runner: ModelRunner, samples: Int16, chunk: int = 16000 * 60) -> Scores:
+    """Run the model over a stream the way the runtime's Detector does (same frames, windows, times).
+
+    Features are computed ``chunk`` samples at a time and only the frames the next window needs are
+    kept, so memory stays flat however long the stream is.
+    """
     m = runner.manifest
     p = m.features
-    frames = StreamingMfcc(p).process(samples)
     w, s = m.window_frames, m.stride_frames
-    ends = np.arange(w, len(frames) + 1, s)  # frames seen when the model runs
-    times = ((ends - 1) * p.hop + p.frame_len) * 1000 // p.sample_rate
-    post = np.empty((len(ends), len(m.labels)))
-    for j, e in enumerate(ends):
-        post[j] = runner.run(frames[e - w:e])
-    return Scores(times.astype(np.int64), post)
+    mf = StreamingMfcc(p)
+    buf = np.zeros((0, p.numcep))
+    first = 0  # index (in the whole stream) of buf[0]
+    end = w  # frames seen when the model next runs
+    ends: list[int] = []
+    post: list[npt.NDArray[np.float64]] = []
+    for i in range(0, len(samples), chunk):
+        buf = np.concatenate([buf, mf.process(samples[i:i + chunk])])
+        while end <= first + len(buf):
+            post.append(runner.run(buf[end - w - first:end - first]))
+            ends.append(end)
+            end += s
+        drop = max(0, end - w - first)
+        buf, first = buf[drop:], first + drop
+    e = np.asarray(ends, dtype=np.int64)
+    times = ((e - 1) * p.hop + p.frame_len) * 1000 // p.sample_rate
+    return Scores(times.astype(np.int64),
+                  np.asarray(post, dtype=np.float64).reshape(len(ends), len(m.labels)))
 
 
 def smoothed(scores: Scores, index: int, smoothing_ms: int) -> npt.NDArray[np.float64]:

@@ -68,8 +68,7 @@ def train_model(recipe: Recipe, sets: dict[str, FeatureSet], verbose: bool = Tru
                   metrics=["accuracy"])
     keep = _best_weights_callback(val)
     weights = class_weights(tr.y, recipe.labels, t.unknown_weight)
-    hist = model.fit(tr.x, tr.y, batch_size=t.batch_size, epochs=t.epochs, validation_data=(val.x, val.y),
-                     class_weight=weights, shuffle=True, callbacks=[keep], verbose=2 if verbose else 0)
+    hist = _fit(model, tr.x, tr.y, weights, recipe, t.epochs, val, [keep], verbose)
     sys.stdout.flush()
     if keep.weights:
         model.set_weights(keep.weights)
@@ -99,11 +98,56 @@ def _mining_rounds(model: Any, recipe: Recipe, tr: FeatureSet, val: FeatureSet, 
         lr = keras.optimizers.schedules.CosineDecay(t.learning_rate * 0.3, steps, alpha=0.05)
         model.compile(optimizer=keras.optimizers.Adam(lr), loss="sparse_categorical_crossentropy",
                       metrics=["accuracy"])
-        hist = model.fit(x, y, batch_size=t.batch_size, epochs=t.mining_epochs, validation_data=(val.x, val.y),
-                         class_weight=weights, shuffle=True, verbose=2 if verbose else 0)
+        hist = _fit(model, x, y, weights, recipe, t.mining_epochs, val, [], verbose)
         sys.stdout.flush()
         rounds.append(stats | {"val_accuracy": [float(v) for v in hist.history["val_accuracy"]]})
     return rounds
+
+
+def _fit(model: Any, x: npt.NDArray[np.float32], y: npt.NDArray[np.int64], weights: dict[int, float],
+         recipe: Recipe, epochs: int, val: FeatureSet, callbacks: list[Any], verbose: bool) -> Any:
+    """``model.fit`` with class weights; through SpecAugment masking when the recipe asks for it."""
+    t = recipe.train
+    if not (t.time_masks or t.freq_masks):
+        return model.fit(x, y, batch_size=t.batch_size, epochs=epochs, validation_data=(val.x, val.y),
+                         class_weight=weights, shuffle=True, callbacks=callbacks, verbose=2 if verbose else 0)
+    return model.fit(spec_augmented(x, y, weights, recipe), epochs=epochs, validation_data=(val.x, val.y),
+                     callbacks=callbacks, verbose=2 if verbose else 0)
+
+
+def spec_augmented(x: npt.NDArray[np.float32], y: npt.NDArray[np.int64], weights: dict[int, float],
+                   recipe: Recipe) -> Any:
+    """A shuffled, batched tf.data pipeline of (window, label, class weight) with SpecAugment masks.
+
+    Each epoch draws new masks: ``time_masks`` runs of up to ``time_mask_frames`` frames and one band of
+    up to ``freq_masks`` MFCC coefficients per window are replaced by that window's mean over time (the
+    cepstral "neutral" value), so the model cannot lean on any single moment or coefficient.
+    """
+    import tensorflow as tf
+
+    t = recipe.train
+    frames, coeffs = x.shape[1:]
+    sw = np.array([weights[int(c)] for c in y], dtype=np.float32)
+
+    def mask(xb: Any, yb: Any, wb: Any) -> Any:
+        b = tf.shape(xb)[0]
+        mean = tf.reduce_mean(xb, axis=1, keepdims=True)
+        hide = tf.zeros_like(xb, dtype=tf.bool)
+        pos_t = tf.range(frames)[None, :]
+        for _ in range(t.time_masks):
+            width = tf.random.uniform([b, 1], 0, t.time_mask_frames + 1, dtype=tf.int32)
+            start = tf.random.uniform([b, 1], 0, frames, dtype=tf.int32)
+            hide |= ((pos_t >= start) & (pos_t < start + width))[:, :, None]
+        if t.freq_masks:
+            pos_f = tf.range(coeffs)[None, :]
+            width = tf.random.uniform([b, 1], 0, t.freq_masks + 1, dtype=tf.int32)
+            start = tf.random.uniform([b, 1], 0, coeffs, dtype=tf.int32)
+            hide |= ((pos_f >= start) & (pos_f < start + width))[:, None, :]
+        return tf.where(hide, mean, xb), yb, wb
+
+    ds = tf.data.Dataset.from_tensor_slices((x, y, sw))
+    ds = ds.shuffle(len(y), seed=recipe.seed, reshuffle_each_iteration=True).batch(t.batch_size)
+    return ds.map(mask, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
 
 
 def representative_windows(fs: FeatureSet, n: int, seed: int) -> npt.NDArray[np.float32]:
