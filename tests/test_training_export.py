@@ -88,3 +88,31 @@ def test_tflite_micro_matches_litert(tiny: Path) -> None:
             micro.invoke()
             got = np.asarray(micro.get_output(0)).reshape(-1).astype(int)
             assert np.max(np.abs(got - lite)) <= 1
+
+
+def test_cepstral_mean_norm_model_is_channel_invariant_on_both_interpreters(tmp_path: Path) -> None:
+    """With normalize=True the model subtracts each window's mean over time (MEAN, SUB): a fixed offset per
+    coefficient (what a microphone's response or the input gain adds to MFCCs) leaves the scores unchanged,
+    and TFLite Micro agrees with LiteRT."""
+    from tflite_micro import runtime
+
+    runner = load_model(make_tiny_model(tmp_path, name="cmn", seed=4, normalize=True))
+    assert {"MEAN", "SUB"} <= set(runner.manifest.ops) <= BASIC_OPS
+    scale = runner.manifest.input.scale
+    micro = runtime.Interpreter.from_bytes(runner.manifest.model_path.read_bytes(),
+                                           arena_size=runner.manifest.arena_bytes)
+    rng = np.random.default_rng(2)
+    moved = 0
+    for w in representative_noise_windows(6, seed=13):
+        q = runner.quantize_input(w.astype(np.float64))
+        shift = rng.integers(-6, 7, size=q.shape[-1])  # whole quantization steps per coefficient
+        q2 = np.clip(q.astype(int) + shift, -128, 127).astype(np.int8)
+        if np.any(q2.astype(int) - q.astype(int) != shift):
+            continue  # clipped: not a pure offset
+        a, b = runner.run_quantized(q).astype(int), runner.run_quantized(q2).astype(int)
+        assert np.max(np.abs(a - b)) <= 1, (a, b)
+        micro.set_input(q2, 0)
+        micro.invoke()
+        assert np.max(np.abs(np.asarray(micro.get_output(0)).reshape(-1).astype(int) - b)) <= 1
+        moved += 1
+    assert moved >= 3 and scale > 0

@@ -30,7 +30,7 @@ from kws_edge.features import FeatureParams
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 BASIC_OPS = frozenset({"RESHAPE", "CONV_2D", "DEPTHWISE_CONV_2D", "AVERAGE_POOL_2D", "FULLY_CONNECTED",
-                       "SOFTMAX"})
+                       "SOFTMAX", "MEAN", "SUB"})
 _ARENA_ALIGN = 16  # bytes; TFLM aligns its arena to 16
 
 

@@ -3,7 +3,8 @@
 Input: a (window_frames, numcep) MFCC window of raw ``kws_edge.features.mfcc`` values, the same floats
 the runtime quantizes. The graph uses only RESHAPE, CONV_2D, DEPTHWISE_CONV_2D, AVERAGE_POOL_2D,
 FULLY_CONNECTED and SOFTMAX once converted with batch size 1 (batch norm folds into the convolutions,
-ReLU fuses into them), so TensorFlow Lite Micro needs only those kernels.
+ReLU fuses into them), so TensorFlow Lite Micro needs only those kernels; with ``normalize`` the window's
+mean over time is subtracted first (MEAN and SUB).
 
 The MLPerf Tiny reference is ``DsCnnConfig(filters=64, blocks=4)``: ~24 K parameters, ~2.7 M MACs.
 """
@@ -26,6 +27,7 @@ class DsCnnConfig:
     first_kernel: tuple[int, int] = (10, 4)  # (time frames, MFCC coefficients)
     first_stride: tuple[int, int] = (2, 2)
     dropout: float = 0.2
+    normalize: bool = False  # subtract each window's mean over time from every MFCC coefficient (CMN)
 
     def __post_init__(self) -> None:
         if self.filters < 1 or self.blocks < 0:
@@ -48,7 +50,8 @@ def build_dscnn(cfg: DsCnnConfig, input_shape: tuple[int, int], num_classes: int
 
     frames, coeffs = input_shape
     inp = keras.Input(shape=(frames, coeffs), batch_size=batch_size, name="mfcc")
-    x = layers.Reshape((frames, coeffs, 1))(inp)
+    x = cepstral_mean_norm()(inp) if cfg.normalize else inp
+    x = layers.Reshape((frames, coeffs, 1))(x)
     x = layers.Conv2D(cfg.filters, cfg.first_kernel, strides=cfg.first_stride, padding="same",
                       use_bias=False)(x)
     x = layers.BatchNormalization()(x)
@@ -67,6 +70,29 @@ def build_dscnn(cfg: DsCnnConfig, input_shape: tuple[int, int], num_classes: int
     x = layers.Flatten()(x)
     out = layers.Dense(num_classes, activation="softmax", name="posteriors")(x)
     return keras.Model(inp, out, name="ds_cnn")
+
+
+_CMN: Any = None
+
+
+def cepstral_mean_norm() -> Any:
+    """A layer that subtracts each window's mean over time from every coefficient (MEAN and SUB in TFLite).
+
+    A microphone or room is a filter: in the cepstrum it adds a constant to each coefficient, and the
+    log-energy coefficient moves with the speaker's distance and the input gain. Removing the window's
+    mean removes both, so a model trained on studio-flat TTS voices is not thrown by a real channel.
+    """
+    global _CMN
+    if _CMN is None:
+        import keras
+
+        @keras.saving.register_keras_serializable(package="kws_edge")
+        class CepstralMeanNorm(keras.layers.Layer):
+            def call(self, x: Any) -> Any:
+                return x - keras.ops.mean(x, axis=1, keepdims=True)
+
+        _CMN = CepstralMeanNorm
+    return _CMN(name="cmn")
 
 
 def count_macs(model: Any) -> int:

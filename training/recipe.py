@@ -63,6 +63,7 @@ class ModelSection:
     filters: int = 64
     blocks: int = 4
     dropout: float = 0.2
+    normalize: bool = False  # cepstral mean normalization over each window (see training/model.py)
 
 
 @dataclass(frozen=True)
@@ -155,6 +156,8 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
         return float(value)
+    if tp is bool and not isinstance(value, bool):
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
     if tp is int and (isinstance(value, bool) or not isinstance(value, int)):
         raise ConfigError(f"{where}: expected an integer, got {value!r}")
     if tp is str and not isinstance(value, str):

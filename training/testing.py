@@ -39,7 +39,7 @@ def representative_noise_windows(n: int, seed: int, params: FeatureParams | None
 
 def make_tiny_model(out_dir: Path, name: str = "tiny",
                     labels: Sequence[str] = ("_silence_", "_unknown_", "yes", "no"),
-                    keywords: Sequence[str] = ("yes", "no"), seed: int = 0) -> Path:
+                    keywords: Sequence[str] = ("yes", "no"), seed: int = 0, normalize: bool = False) -> Path:
     """Build, quantize and export a tiny seeded DS-CNN into ``out_dir``; return its manifest path."""
     import keras
 
@@ -49,7 +49,7 @@ def make_tiny_model(out_dir: Path, name: str = "tiny",
     keras.utils.set_random_seed(seed)
     params = FeatureParams()
     window = params.frames_for(params.sample_rate)
-    model = build_dscnn(DsCnnConfig(filters=8, blocks=1, dropout=0.0), (window, params.numcep), len(labels))
+    model = build_dscnn(DsCnnConfig(filters=8, blocks=1, dropout=0.0, normalize=normalize), (window, params.numcep), len(labels))
     spec = ExportSpec(
         name=name, kind="wakeword" if len(keywords) == 1 else "commands", labels=tuple(labels),
         keywords=tuple(keywords), thresholds={k: 0.5 for k in keywords}, features=params,
