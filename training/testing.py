@@ -49,7 +49,8 @@ def make_tiny_model(out_dir: Path, name: str = "tiny",
     keras.utils.set_random_seed(seed)
     params = FeatureParams()
     window = params.frames_for(params.sample_rate)
-    model = build_dscnn(DsCnnConfig(filters=8, blocks=1, dropout=0.0, normalize=normalize), (window, params.numcep), len(labels))
+    cfg = DsCnnConfig(filters=8, blocks=1, dropout=0.0, normalize=normalize)
+    model = build_dscnn(cfg, (window, params.numcep), len(labels))
     spec = ExportSpec(
         name=name, kind="wakeword" if len(keywords) == 1 else "commands", labels=tuple(labels),
         keywords=tuple(keywords), thresholds={k: 0.5 for k in keywords}, features=params,

@@ -59,8 +59,8 @@ def train_model(recipe: Recipe, sets: dict[str, FeatureSet], verbose: bool = Tru
     tr, val = sets["train"], sets["val"]
     frames, coeffs = tr.x.shape[1:]
     m = recipe.model
-    model = build_dscnn(DsCnnConfig(filters=m.filters, blocks=m.blocks, dropout=m.dropout, normalize=m.normalize), (frames, coeffs),
-                        len(recipe.labels))
+    cfg = DsCnnConfig(filters=m.filters, blocks=m.blocks, dropout=m.dropout, normalize=m.normalize)
+    model = build_dscnn(cfg, (frames, coeffs), len(recipe.labels))
     t = recipe.train
     steps = max(1, int(np.ceil(len(tr) / t.batch_size))) * t.epochs
     lr = keras.optimizers.schedules.CosineDecay(t.learning_rate, steps, alpha=0.02)
