@@ -112,3 +112,31 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from training.testing import make_tiny_model
 
     return make_tiny_model(tmp_path_factory.mktemp("tiny"), name="tiny", seed=0)
+
+
+def write_flac(path: Path, x: np.ndarray, rate: int = 16000) -> Path:
+    """A 16-bit FLAC file (soundfile), as the real-voice recordings are stored."""
+    import soundfile as sf
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(path), x, rate, format="FLAC", subtype="PCM_16")
+    return path
+
+
+PHRASES = {"hey_jarvis": "hey jarvis", "computer": "computer", "view_glass": "view glass",
+           "smart_mirror": "smart mirror", "snowboy": "snowboy"}
+
+
+@pytest.fixture(scope="session")
+def realvoice_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small real-voice folder: espeak-ng clips with silence around, like the crowd-sourced ones."""
+    root = tmp_path_factory.mktemp("realvoice")
+    raw = tmp_path_factory.mktemp("raw")
+    rng = np.random.default_rng(0)
+    for folder, text in PHRASES.items():
+        for i, voice in enumerate(("en-us", "en", "en-us+f3")[: 3 if folder == "hey_jarvis" else 2]):
+            x = tts(text, raw / f"{folder}_{i}.wav", voice=voice).astype(np.float64)
+            pad = np.zeros(int(rng.uniform(0.3, 0.8) * 16000))
+            clip = np.concatenate([pad, x, pad]) + rng.standard_normal(len(x) + 2 * len(pad)) * 20
+            write_flac(root / folder / f"{folder}_{i}.flac", np.clip(clip, -32768, 32767).astype(np.int16))
+    return root

@@ -87,3 +87,18 @@ def test_spec_augment_masks_runs_of_frames_and_coefficients() -> None:
         assert np.allclose(xb[k][pattern], mean[pattern], atol=1e-2)
         assert rows.sum() <= 2 * 6 and cols.sum() <= 3
     assert masked_windows > 0.6 * n
+
+
+def test_room_tone_keeps_only_the_quiet_stretches_of_real_clips() -> None:
+    rng = np.random.default_rng(3)
+    floor = rng.standard_normal(48000) * 20  # a device's noise floor
+    clip = floor.copy()
+    clip[16000:32000] += np.sin(np.arange(16000) * 0.2) * 8000  # one second of loud "speech" in the middle
+    rooms = aug.room_tone([clip.astype(np.int16), np.zeros(100, np.int16)])
+    assert len(rooms) == 1  # the 100-sample clip is too short to have a quiet stretch
+    quiet = rooms[0]
+    assert len(quiet) >= 0.25 * len(clip)
+    assert float(np.max(np.abs(quiet))) < 200  # no speech in it
+    bank = aug.NoiseBank([], [], rooms)
+    seg = bank.segment("room", 16000, np.random.default_rng(1))
+    assert seg.shape == (16000,) and abs(float(np.sqrt(np.mean(seg**2))) - 1.0) < 1e-6

@@ -53,6 +53,12 @@ headline_snr_db = [100.0]
 """
 
 
+@pytest.fixture(autouse=True)
+def _hermetic_real_voices(realvoice_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Train and eval read real recordings from a small fixture folder, never from ../shared."""
+    monkeypatch.setenv("KWS_EDGE_REALVOICE", str(realvoice_root))
+
+
 def _train(tmp_path: Path, recipe_text: str) -> Path:
     recipe = tmp_path / "r.toml"
     recipe.write_text(recipe_text, encoding="utf-8")
@@ -109,3 +115,53 @@ def test_tiny_speech_commands_run(tmp_path: Path) -> None:
             f'[dataset]\nspeech_commands = "{root}"\n')
     models = _train(tmp_path, head + "[synthesis]\nsilence = 8\n" + TINY)
     _check_outputs(models, "tiny_sc", tmp_path)
+
+
+REAL = """
+[synthesis]
+engines = ["espeak-ng", "espeak-ng-accent", "flite", "festival", "piper"]
+speaker_augment = 0.5
+positives_per_keyword = 30
+test_per_keyword = 6
+confusables = 12
+unknown_words = 12
+sentences = 2
+silence = 8
+[augment]
+copies = 1
+mic_prob = 0.5
+noise_kinds = ["pink", "babble", "room"]
+[model]
+filters = 8
+blocks = 1
+normalize = true
+[train]
+epochs = 1
+batch_size = 16
+time_masks = 1
+freq_masks = 2
+[eval]
+negative_hours = 0.01
+positives = 6
+snr_db = [100.0, 10.0]
+headline_snr_db = [100.0]
+[dataset]
+real_negatives = ["snowboy", "smart_mirror"]
+"""
+
+
+@pytest.mark.skipif(shutil.which("text2wave") is None, reason="festival (Debian package festival) not installed")
+def test_tiny_real_voice_recipe_run(tmp_path: Path) -> None:
+    """Every engine, pseudo-speakers, microphones, room tone, SpecAugment, CMN and real negative speech in
+    one tiny run; the report measures the model on the (fixture) real recordings of its keyword."""
+    models = _train(tmp_path, 'name = "tiny_computer"\nkind = "wakeword"\nkeywords = ["computer"]\n' + REAL)
+    m = mf.load(models / "tiny_computer.json")
+    assert {"MEAN", "SUB"} <= set(m.ops)
+    report = json.loads((models / "reports" / "tiny_computer" / "report.json").read_text())
+    real = report["real_voice"]
+    assert real["clips"]["positive"] == {"computer": 2}
+    assert not {"snowboy", "smart_mirror"} & set(real["negative_sources"])
+    assert 0.0 <= report["summary"]["real_frr_clean"] <= 1.0
+    engines = set(report["frr_by_engine"]["100.0"])
+    assert engines and engines <= {"espeak-ng", "espeak-ng-accent", "flite"}  # festival/piper: training only
+    assert (models / "reports" / "tiny_computer" / "real_det.png").read_bytes()[:4] == b"\x89PNG"

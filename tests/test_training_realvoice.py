@@ -15,7 +15,7 @@ import pytest
 
 from kws_edge.decision import DecisionParams
 from kws_edge.errors import ConfigError
-from tests.conftest import kws_cmd, needs_tts, shipped, tts
+from tests.conftest import kws_cmd, needs_tts, shipped, write_flac
 from training import augment as aug
 from training import realvoice as rv
 from training import streams as st
@@ -25,36 +25,11 @@ from training.workflow import real_summary
 sf = pytest.importorskip("soundfile")
 
 
-def _write_flac(path: Path, x: np.ndarray, rate: int = 16000) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(str(path), x, rate, format="FLAC", subtype="PCM_16")
-    return path
-
-
 def _tone(seconds: float, freq: float, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     t = np.arange(int(seconds * 16000)) / 16000
     x = np.sin(2 * np.pi * freq * t) * np.hanning(len(t)) * 8000 + rng.standard_normal(len(t)) * 30
     return x.astype(np.int16)
-
-
-PHRASES = {"hey_jarvis": "hey jarvis", "computer": "computer", "view_glass": "view glass",
-           "smart_mirror": "smart mirror", "snowboy": "snowboy"}
-
-
-@pytest.fixture(scope="module")
-def realvoice_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small real-voice folder: espeak-ng clips with silence around, like the crowd-sourced ones."""
-    root = tmp_path_factory.mktemp("realvoice")
-    raw = tmp_path_factory.mktemp("raw")
-    rng = np.random.default_rng(0)
-    for folder, text in PHRASES.items():
-        for i, voice in enumerate(("en-us", "en", "en-us+f3")[: 3 if folder == "hey_jarvis" else 2]):
-            x = tts(text, raw / f"{folder}_{i}.wav", voice=voice).astype(np.float64)
-            pad = np.zeros(int(rng.uniform(0.3, 0.8) * 16000))
-            clip = np.concatenate([pad, x, pad]) + rng.standard_normal(len(x) + 2 * len(pad)) * 20
-            _write_flac(root / folder / f"{folder}_{i}.flac", np.clip(clip, -32768, 32767).astype(np.int16))
-    return root
 
 
 # --- locating and reading the data ---------------------------------------------------------------------
@@ -80,13 +55,13 @@ def test_default_folder_is_next_to_the_repo() -> None:
 
 
 def test_wrong_rate_or_channels_names_the_file(tmp_path: Path) -> None:
-    good = _write_flac(tmp_path / "ok" / "good.flac", _tone(1.0, 440, 0))
+    good = write_flac(tmp_path / "ok" / "good.flac", _tone(1.0, 440, 0))
     x = rv.read_clip(good)
     assert x.dtype == np.int16 and len(x) == 16000
-    slow = _write_flac(tmp_path / "bad" / "slow.flac", _tone(1.0, 440, 0), rate=8000)
+    slow = write_flac(tmp_path / "bad" / "slow.flac", _tone(1.0, 440, 0), rate=8000)
     with pytest.raises(ConfigError, match=r"slow\.flac.*8000 Hz.*16 kHz mono"):
         rv.read_clip(slow)
-    _write_flac(tmp_path / "bad2" / "stereo.flac", np.stack([_tone(0.5, 440, 1)] * 2, axis=1))
+    write_flac(tmp_path / "bad2" / "stereo.flac", np.stack([_tone(0.5, 440, 1)] * 2, axis=1))
     with pytest.raises(ConfigError, match=r"stereo\.flac.*2 channel"):
         rv.load_folder(tmp_path, "bad2")
     junk = tmp_path / "bad3" / "junk.flac"

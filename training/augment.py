@@ -2,12 +2,13 @@
 
 All functions take a ``numpy.random.Generator`` so a clip's augmentation depends only on its seed.
 Noise kinds: white, pink (1/f), brown (1/f^2), babble (a noise bank of overlapped synthetic speech from
-training voices), and ``file`` (any noise folder the user gives, resampled to 16 kHz).
+training voices), ``file`` (any noise folder the user gives, resampled to 16 kHz) and ``room`` (the quiet
+stretches of real recordings: real microphones' noise floors and rooms, see :func:`room_tone`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from kws_edge.audio import read_wav
 from kws_edge.errors import ConfigError
 
 Float = npt.NDArray[np.float64]
-NOISE_KINDS = ("white", "pink", "brown", "babble", "file")
+NOISE_KINDS = ("white", "pink", "brown", "babble", "file", "room")
 
 
 def colored_noise(kind: str, n: int, rng: np.random.Generator) -> Float:
@@ -43,12 +44,13 @@ class NoiseBank:
 
     babble: list[Float]
     files: list[Float]
+    room: list[Float] = field(default_factory=list)
 
     def segment(self, kind: str, n: int, rng: np.random.Generator) -> Float:
         """A unit-RMS noise segment of ``n`` samples of the given kind."""
         if kind in ("white", "pink", "brown"):
             return colored_noise(kind, n, rng)
-        source = self.babble if kind == "babble" else self.files
+        source = {"babble": self.babble, "room": self.room}.get(kind, self.files)
         if not source:
             return colored_noise("pink", n, rng)
         x = source[int(rng.integers(len(source)))]
@@ -187,3 +189,23 @@ def _peaking(x: Float, f0: float, gain_db: float, q: float, rate: int) -> Float:
     b = np.array([1 + alpha * a, -2 * np.cos(w0), 1 - alpha * a])
     den = np.array([1 + alpha / a, -2 * np.cos(w0), 1 - alpha / a])
     return np.asarray(lfilter(b / den[0], den / den[0], x), dtype=np.float64)
+
+
+def room_tone(clips: list[npt.NDArray[np.int16]], frame: int = 320, quantile: float = 0.3,
+              min_samples: int = 3200) -> list[Float]:
+    """The quiet stretches of real recordings: each clip's 20 ms frames below its ``quantile`` of frame
+    energy, joined. Real clips have silence around the speech; what is left there is the device's noise
+    floor, hum and room. Mixed under TTS keywords it gives them the channels real positives have (TTS
+    output is digitally clean), and since the same clips are negatives, the model cannot use it as a cue.
+    """
+    out: list[Float] = []
+    for clip in clips:
+        n = len(clip) // frame
+        if n < 4:
+            continue
+        frames = clip[: n * frame].astype(np.float64).reshape(n, frame)
+        energy = np.mean(frames**2, axis=1)
+        quiet = frames[energy <= np.quantile(energy, quantile)].reshape(-1)
+        if len(quiet) >= min_samples and float(np.max(np.abs(quiet))) > 0:
+            out.append(quiet)
+    return out

@@ -70,6 +70,11 @@ def prepare(recipe: Recipe, cache_dir: Path, workers: int, with_stream: bool = T
         log.info("real negative speech: %d clips from %s", len(real), ", ".join(recipe.dataset.real_negatives))
     log.info("clips per split: %s", {k: len(v) for k, v in clips.items()})
     bank = data.noise_bank(recipe, clips.get("train", []), recipe.seed)
+    if recipe.dataset.real_negatives:
+        from training import augment
+
+        bank.room = augment.room_tone([c.samples for c in clips["train"] if c.voice.startswith("real:")])
+        log.info("room tone: %d stretches, %.0f s", len(bank.room), sum(map(len, bank.room)) / 16000)
     if recipe.dataset.speech_commands:
         bank.files += sc.background_noise(Path(recipe.dataset.speech_commands))
     feats = data.build_features(recipe, clips, bank, cache_dir, workers)

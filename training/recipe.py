@@ -208,12 +208,15 @@ def _check(r: Recipe, where: str) -> None:
                              or sum(s.engine_weights) <= 0):
         raise ConfigError(f"{where}: synthesis.engine_weights: expected one weight >= 0 per engine "
                           f"({len(s.engines)}), not all 0, got {list(s.engine_weights)}")
-    bad = [k for k in a.noise_kinds if k not in ("white", "pink", "brown", "babble", "file")]
+    bad = [k for k in a.noise_kinds if k not in ("white", "pink", "brown", "babble", "file", "room")]
     if bad:
         raise ConfigError(f"{where}: augment.noise_kinds: unknown kind(s) {bad}; expected white, pink, "
-                          "brown, babble, file")
+                          "brown, babble, file, room")
     if "file" in a.noise_kinds and not a.noise_dir:
         raise ConfigError(f"{where}: augment.noise_kinds has 'file' but augment.noise_dir is empty")
+    if "room" in a.noise_kinds and not r.dataset.real_negatives:
+        raise ConfigError(f"{where}: augment.noise_kinds has 'room' (quiet parts of real recordings) but "
+                          "dataset.real_negatives is empty")
     if r.train.epochs < 1 or r.train.batch_size < 1:
         raise ConfigError(f"{where}: train.epochs and train.batch_size must be >= 1")
     banned = sorted(set(r.dataset.real_negatives) & set(VALIDATION_FOLDERS))

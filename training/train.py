@@ -112,7 +112,7 @@ def _fit(model: Any, x: npt.NDArray[np.float32], y: npt.NDArray[np.int64], weigh
         return model.fit(x, y, batch_size=t.batch_size, epochs=epochs, validation_data=(val.x, val.y),
                          class_weight=weights, shuffle=True, callbacks=callbacks, verbose=2 if verbose else 0)
     return model.fit(spec_augmented(x, y, weights, recipe), epochs=epochs, validation_data=(val.x, val.y),
-                     callbacks=callbacks, verbose=2 if verbose else 0)
+                     shuffle=False, callbacks=callbacks, verbose=2 if verbose else 0)  # the dataset shuffles
 
 
 def spec_augmented(x: npt.NDArray[np.float32], y: npt.NDArray[np.int64], weights: dict[int, float],
