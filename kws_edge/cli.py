@@ -14,6 +14,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 from kws_edge import __version__
@@ -26,6 +27,7 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("devices", "kws_edge.cli", "list audio input devices"),
     ("models", "kws_edge.cli", "list installed models with their manifests' key facts"),
     ("run", "kws_edge.daemon", "run the service: microphone/serial -> detections -> MQTT"),
+    ("wyoming", "kws_edge.wyoming_server", "serve the models as a Wyoming wake-word service (Home Assistant Assist)"),
     ("bridge", "kws_edge.bridge", "read detections from a Nano 33 BLE Sense over serial and publish them"),
     ("flash", "kws_edge.flash", "export a model into the Nano sketch, build it and upload it"),
     ("train", "training.cli", "synthesize keyword speech, train, quantize, evaluate and export a model"),
@@ -33,6 +35,10 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("export", "training.cli", "export a trained model: .tflite, manifest and firmware C array"),
     ("bench", "benchmarks.cli", "benchmark kws_edge against open wake-word engines on the same audio"),
 )
+
+
+# Optional third-party packages a command needs, and the extra that installs them.
+OPTIONAL_DEPS = {"wyoming": "pi", "zeroconf": "pi"}
 
 
 def _parse_threshold(value: str) -> tuple[str, float]:
@@ -155,6 +161,10 @@ def _own_arguments(name: str, p: argparse.ArgumentParser) -> None:
 _OWN = {"detect": cmd_detect, "devices": cmd_devices, "models": cmd_models}
 
 
+def _missing_dependency(package: str, args: argparse.Namespace) -> int:
+    raise KwsError(f"this command needs the {package!r} package: pip install 'kws-edge[{OPTIONAL_DEPS[package]}]'")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kws-edge",
@@ -175,6 +185,11 @@ def build_parser() -> argparse.ArgumentParser:
         except ModuleNotFoundError as exc:
             if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
                 continue  # that part of kws-edge is not installed
+            top = (exc.name or "").split(".")[0]
+            if top in OPTIONAL_DEPS:  # keep the command; running it says what to install
+                p = sub.add_parser(name, help=help_text, description=help_text)
+                p.set_defaults(func=partial(_missing_dependency, top))
+                continue
             raise
         adder = getattr(module, f"add_{name}_arguments", None) or module.add_arguments
         runner = getattr(module, f"{name}_main", None) or module.main

@@ -1,7 +1,8 @@
 """Service configuration: one TOML file -> frozen dataclasses, command-line flags on top.
 
 The file (``/etc/kws-edge/config.toml`` by default; ``deploy/kws-edge.toml`` documents every key) has the
-sections ``[service]``, ``[audio]``, ``[models]``, ``[mqtt]`` (with ``[mqtt.tls]``) and ``[serial]``. Every
+sections ``[service]``, ``[audio]``, ``[models]``, ``[mqtt]`` (with ``[mqtt.tls]``), ``[serial]`` and
+``[wyoming]``. Every
 key is optional. Every error names the key, the bad value and what was expected. Secrets are never held
 here: the MQTT password is read from its file or environment variable when connecting.
 """
@@ -107,6 +108,7 @@ class AudioSettings:
     device: str = ""  # PortAudio name fragment or index; "" = the default input
     chunk_ms: int = 80
     queue_chunks: int = 50  # audio kept while processing lags; the oldest is dropped beyond this
+    enabled: bool = True  # false: no microphone (e.g. the service only serves Wyoming)
 
 
 @dataclass(frozen=True)
@@ -123,6 +125,31 @@ class SerialSettings:
 
 
 @dataclass(frozen=True)
+class WyomingSettings:
+    """The Wyoming wake-word server for Home Assistant Assist (``kws-edge wyoming``, or inside the service)."""
+
+    enabled: bool = False
+    uri: str = "tcp://0.0.0.0:10400"  # tcp://HOST:PORT or unix:///PATH
+    zeroconf: bool = False  # announce _wyoming._tcp over mDNS (tcp only)
+    zeroconf_name: str = ""  # default: kws-edge-<device_id>
+
+
+def parse_wyoming_uri(uri: str, where: str = "wyoming.uri") -> tuple[str, str, int]:
+    """``tcp://HOST:PORT`` -> ("tcp", host, port); ``unix:///PATH`` -> ("unix", path, 0)."""
+    expected = "tcp://HOST:PORT (e.g. tcp://0.0.0.0:10400) or unix:///PATH"
+    try:
+        parts = urlsplit(uri)
+        port = parts.port
+    except ValueError:
+        raise ConfigError(f"{where} = {uri!r}: expected {expected}") from None
+    if parts.scheme == "tcp" and parts.hostname and port and parts.path in ("", "/"):
+        return "tcp", parts.hostname, port
+    if parts.scheme == "unix" and parts.path and not parts.netloc and "\0" not in parts.path:
+        return "unix", parts.path, 0
+    raise ConfigError(f"{where} = {uri!r}: expected {expected}")
+
+
+@dataclass(frozen=True)
 class Settings:
     device_id: str
     state_dir: Path = DEFAULT_STATE_DIR
@@ -131,6 +158,7 @@ class Settings:
     models: ModelSettings = field(default_factory=ModelSettings)
     mqtt: MqttSettings = field(default_factory=MqttSettings)
     serial: SerialSettings = field(default_factory=SerialSettings)
+    wyoming: WyomingSettings = field(default_factory=WyomingSettings)
 
 
 def default_device_id() -> str:
@@ -294,26 +322,44 @@ def _models(data: dict[str, Any], where: str) -> ModelSettings:
     return ModelSettings(tuple(names), thresholds)
 
 
+def _wyoming(data: dict[str, Any], where: str) -> WyomingSettings:
+    s = _Section(data, "wyoming", where, ("enabled", "uri", "zeroconf", "zeroconf_name"))
+    uri = s.str_("uri", WyomingSettings.uri)
+    scheme, _, _ = parse_wyoming_uri(uri, f"{where}: wyoming.uri")
+    settings = WyomingSettings(
+        enabled=s.bool_("enabled", False), uri=uri, zeroconf=s.bool_("zeroconf", False),
+        zeroconf_name=s.str_("zeroconf_name", "", re.compile(r"[A-Za-z0-9_\-]{0,63}"),
+                             "up to 63 letters, digits, '_' or '-'"))
+    if settings.zeroconf and scheme != "tcp":
+        raise s.fail("zeroconf", True, "false with a unix:// uri (mDNS announces TCP ports only)")
+    return settings
+
+
 def from_dict(data: dict[str, Any], where: str = "config") -> Settings:
     """Build :class:`Settings` from parsed TOML (``where`` names the file in errors)."""
-    top = _Section(data, "", where, ("service", "audio", "models", "mqtt", "serial"))
+    top = _Section(data, "", where, ("service", "audio", "models", "mqtt", "serial", "wyoming"))
     sv = _Section(top.table("service"), "service", where, ("device_id", "state_dir", "log_level"))
-    au = _Section(top.table("audio"), "audio", where, ("device", "chunk_ms", "queue_chunks"))
+    au = _Section(top.table("audio"), "audio", where, ("enabled", "device", "chunk_ms", "queue_chunks"))
     se = _Section(top.table("serial"), "serial", where, ("enabled", "port", "baudrate"))
     device = au.get("device", (str, int), "", "a device name fragment or index")
-    return Settings(
+    settings = Settings(
         device_id=check_device_id(sv.str_("device_id", default_device_id()), f"{where}: service.device_id"),
         state_dir=Path(sv.str_("state_dir", str(DEFAULT_STATE_DIR), re.compile(r"[^\0]+"),
                                "a non-empty directory path")),
         log_level=sv.str_("log_level", "info", re.compile(r"^(debug|info|warning|error)$"),
                           "debug, info, warning or error"),
         audio=AudioSettings(str(device), au.int_("chunk_ms", 80, 10, 1000),
-                            au.int_("queue_chunks", 50, 2, 10000)),
+                            au.int_("queue_chunks", 50, 2, 10000), au.bool_("enabled", True)),
         models=_models(top.table("models"), where),
         mqtt=_mqtt(top.table("mqtt"), where),
         serial=SerialSettings(se.bool_("enabled", False), se.str_("port", "/dev/ttyACM0"),
                               se.int_("baudrate", 115200, 300, 4_000_000)),
+        wyoming=_wyoming(top.table("wyoming"), where),
     )
+    if not (settings.audio.enabled or settings.wyoming.enabled or settings.serial.enabled):
+        raise ConfigError(f"{where}: audio.enabled = false with neither wyoming.enabled nor serial.enabled: the "
+                          "service would hear nothing; expected at least one audio source")
+    return settings
 
 
 def load(path: Path | str | None, required: bool = True) -> Settings:
