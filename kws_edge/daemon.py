@@ -1,5 +1,9 @@
 """``kws-edge run``: the service. Microphone (or a WAV file) and the Nano's serial line -> detections -> MQTT.
 
+With ``[wyoming] enabled = true`` it also serves Home Assistant's Wyoming wake-word clients (their own audio,
+answered over the same connection, logged but not published), from its own thread and event loop with its
+own interpreters; with ``[audio] enabled = false`` it serves only them.
+
 Threads: PortAudio's callback fills a bounded queue (drops the oldest when processing lags); the main
 thread runs features, models and decisions and pings the systemd watchdog; the publisher's threads talk to
 the broker; the optional serial bridge runs in its own thread. Signals: SIGHUP reloads the config and the
@@ -107,7 +111,10 @@ def _check_config(s: cfg.Settings) -> int:
     print(f"mqtt {'mqtts' if m.tls else 'mqtt'}://{m.host}:{m.port} as {m.username or 'anonymous'}, "
           f"topics {m.topic_prefix}/{s.device_id}/..." if m.enabled else "mqtt disabled")
     print(f"models {', '.join(r.name for r in runners)}; thresholds {thresholds}")
-    print(f"audio device {s.audio.device or 'default'}; serial {s.serial.port if s.serial.enabled else 'off'}")
+    print(f"audio device {s.audio.device or 'default'}" if s.audio.enabled else "audio off",
+          f"; serial {s.serial.port if s.serial.enabled else 'off'}", sep="")
+    if s.wyoming.enabled:
+        print(f"wyoming {s.wyoming.uri}, zeroconf {'on' if s.wyoming.zeroconf else 'off'}")
     if m.enabled:
         m.read_password()  # fails here, naming the key, when the password source is unusable (never its value)
         warning = m.password_file_warning()
@@ -185,6 +192,7 @@ class Service:
         self.publisher: Any = None
         self.detector: Any = None
         self.manifests: list[Any] = []
+        self.wyoming: Any = None  # wyoming_server.ServerThread when [wyoming] is enabled
         self._ready = False
         self._last_status = 0.0
 
@@ -195,10 +203,13 @@ class Service:
         self._start_publisher()
         bridge = self._start_bridge()
         try:
+            self._start_wyoming()
             if self.args.input:
                 self._run_file(Path(self.args.input))
-            else:
+            elif self.settings.audio.enabled:
                 self._run_microphone()
+            else:
+                self._run_without_audio()
         finally:
             self._shutdown(bridge)
         return 0
@@ -255,9 +266,32 @@ class Service:
         log.info("serial bridge on %s at %d baud", s.port, s.baudrate)
         return t
 
+    def _start_wyoming(self) -> None:
+        w = self.settings.wyoming
+        if not w.enabled:
+            return
+        from kws_edge.wyoming_server import ServerThread, WyomingServer, load_catalog, zeroconf_name
+
+        # A second set of interpreters: the audio loop and the Wyoming loop never share one.
+        server = WyomingServer(load_catalog(self.settings), w.uri, zeroconf_name(self.settings))
+        self.wyoming = ServerThread(server)
+        self.wyoming.start()
+        self.wyoming.settled.wait(10.0)  # READY=1 after it listens (a busy port is retried and logged)
+
+    def _run_without_audio(self) -> None:
+        """[audio] enabled = false: the Wyoming server (and serial bridge) do the work; keep systemd informed."""
+        self.audio_state = "off (audio.enabled = false)"
+        self._mark_ready()
+        while not self.stop.is_set():
+            if self.wyoming is None or not self.wyoming.stalled(STALL_S):
+                self._tick()  # no WATCHDOG=1 while the Wyoming loop is stuck: systemd restarts the service
+            self.stop.wait(0.5)
+
     def _shutdown(self, bridge: threading.Thread | None) -> None:
         self.stop.set()
         self.notify.stopping()
+        if self.wyoming is not None:
+            self.wyoming.stop()
         if self.publisher is not None:
             if self.publisher.pending and self.publisher.connected:
                 self.publisher.wait_idle(SHUTDOWN_DRAIN_S)
@@ -389,7 +423,13 @@ class Service:
                 mqtt += f" ({spool.held_in_memory} in memory: disk refuses writes)"
             if spool.quarantined:
                 mqtt += f", {spool.quarantined} quarantined"
-        return f"{self.detections} detection(s); audio: {self.audio_state}; {mqtt}"
+        text = f"{self.detections} detection(s); audio: {self.audio_state}; {mqtt}"
+        if self.wyoming is not None:
+            w = self.wyoming.server
+            state = f"{w.clients} client(s), {w.detections} detection(s)" if self.wyoming.listening.is_set() \
+                else "not listening (see the log)"
+            text += f"; Wyoming {w.uri}: {state}"
+        return text
 
     def _reload(self) -> None:
         self.notify.reloading()
@@ -400,7 +440,14 @@ class Service:
             if self.detector is not None and detector.sample_rate != self.detector.sample_rate:
                 raise ConfigError(f"the new models need {detector.sample_rate} Hz audio but the running ones "
                                   f"use {self.detector.sample_rate} Hz; restart the service to switch")
+            catalog = None
+            if self.wyoming is not None:
+                from kws_edge.wyoming_server import load_catalog
+
+                catalog = load_catalog(new)
             self._use_detector(detector)
+            if catalog is not None:
+                self.wyoming.server.catalog = catalog  # new audio streams use it; running ones finish on the old
         except Exception as exc:  # nothing a reload reads may stop the running service
             reason = str(exc) if isinstance(exc, KwsError) else f"{type(exc).__name__}: {exc}"
             log.error("reload failed, keeping the running config and models: %s", reason.splitlines()[0]
@@ -409,9 +456,13 @@ class Service:
             return
         if new.mqtt != self.settings.mqtt or new.device_id != self.settings.device_id:
             log.warning("MQTT settings changed: they take effect at the next restart (the connection is kept)")
+        if new.wyoming != self.settings.wyoming or new.audio.enabled != self.settings.audio.enabled:
+            log.warning("[wyoming] or audio.enabled changed: they take effect at the next restart")
         if self.publisher is not None:
             self.publisher.update_models(self.manifests)
-        self.settings = replace(new, mqtt=self.settings.mqtt, device_id=self.settings.device_id)
+        self.settings = replace(new, mqtt=self.settings.mqtt, device_id=self.settings.device_id,
+                                wyoming=self.settings.wyoming,
+                                audio=replace(new.audio, enabled=self.settings.audio.enabled))
         self.notify.ready(self._status_text())
 
     def _handle(self, detections: list[Any]) -> None:
