@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 
 from benchmarks import scoring
-from benchmarks.corpus import Corpus, CorpusConfig, build_corpus, keyword_text
+from benchmarks.corpus import Corpus, CorpusConfig, Stream, build_corpus, keyword_text
+from benchmarks.realcorpus import RealConfig, build_real_corpus
 from benchmarks.systems import (
     PEER_REFRACTORY_MS,
     SPHINX_DEFAULT,
@@ -30,7 +31,9 @@ from benchmarks.systems import (
     reused_run,
     run_job,
 )
+from kws_edge.errors import ConfigError
 
+REAL_TARGETS_FA_H = (0.5, 1.0)  # FA/h on real speech at which FRR (or the threshold needed) is reported
 CHUNK = 1280  # samples per read: 80 ms at 16 kHz, as a microphone delivers them
 _WEIGHT = {"pyopen_wakeword": 3, "pocketsphinx": 2}  # relative run times, for scheduling only
 
@@ -43,6 +46,8 @@ class BenchOptions:
     cache: Path
     jobs: int = 2
     reuse_peers: bool = False  # reuse identical earlier peer runs (same corpus, runner, package)
+    real: RealConfig | None = None  # real-voice streams (None: none)
+    real_keywords: tuple[str, ...] = ()  # keywords measured on real recordings only (no TTS streams)
 
 
 @dataclass
@@ -56,21 +61,45 @@ class _Job:
 
 
 def run_bench(opts: BenchOptions, log: Callable[[str], None]) -> dict[str, Any]:
-    """Build the corpus, run every system on it, score; return the results dict."""
+    """Build the corpora, run every system on them, score; return the results dict."""
     started = time.time()
     corpus = build_corpus(opts.corpus, opts.cache, log)
     log(f"corpus ready: {len(corpus.streams)} streams, {sum(s.duration_s for s in corpus.streams) / 3600:.2f} h "
         f"in {corpus.root}")
-    jobs, unavailable = _plan(opts)
-    _execute(jobs, corpus, opts, log, unavailable)
-    results: dict[str, Any] = {"systems": {}, "unavailable": unavailable}
+    unavailable: dict[str, str] = {}
+    real = None
+    if opts.real is not None:
+        try:
+            real = build_real_corpus(opts.real, opts.cache, log)
+            log(f"real corpus ready: {sum(s.duration_s for s in real.streams) / 3600:.2f} h in {real.root}")
+        except (ConfigError, ImportError) as exc:
+            unavailable["real voices"] = str(exc)
+            log(f"real voices: unavailable: {exc}")
+    real_pos = {s.keyword for s in real.streams if s.kind == "positive"} if real else set()
+    keywords = (*opts.corpus.keywords, *(k for k in opts.real_keywords if k in real_pos
+                                         and k not in opts.corpus.keywords))
+    streams = {kw: (corpus.for_keyword(kw) if kw in opts.corpus.keywords else [])
+               + (real.for_keyword(kw) if real else []) for kw in keywords}
+    paths = {s.name: str(c.path(s)) for c in (corpus, real) if c is not None for s in c.streams}
+    inputs = {kw: [{"name": s.name, "path": paths[s.name]} for s in ss] for kw, ss in streams.items()}
+    jobs, planned_out = _plan(opts, keywords)
+    unavailable |= planned_out
+    _execute(jobs, inputs, opts, log, unavailable)
+    results: dict[str, Any] = {"systems": {}, "real": {"systems": {}}, "unavailable": unavailable}
     for name in opts.systems:
-        for kw in opts.corpus.keywords:
+        for kw in keywords:
             mine = [j for j in jobs if j.system.name == name and j.keyword == kw]
             if not mine or any(j.run is None for j in mine):
                 continue
-            results["systems"].setdefault(name, {})[kw] = _score_system(SYSTEMS[name], kw, mine, corpus)
+            sw = _sweep(SYSTEMS[name], mine)
+            if kw in opts.corpus.keywords:
+                results["systems"].setdefault(name, {})[kw] = _score_system(SYSTEMS[name], sw, mine,
+                                                                             corpus.for_keyword(kw))
+            if real is not None:
+                results["real"]["systems"].setdefault(name, {})[kw] = _score_real(sw, real.for_keyword(kw))
     results["corpus"] = _corpus_summary(corpus)
+    if real is not None:
+        results["real"]["corpus"] = _real_summary(real)
     results["machine"] = machine_info()
     results["started_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started))
     results["duration_s"] = round(time.time() - started, 1)
@@ -78,18 +107,18 @@ def run_bench(opts: BenchOptions, log: Callable[[str], None]) -> dict[str, Any]:
     return results
 
 
-def _plan(opts: BenchOptions) -> tuple[list[_Job], dict[str, str]]:
+def _plan(opts: BenchOptions, keywords: Sequence[str]) -> tuple[list[_Job], dict[str, str]]:
     jobs: list[_Job] = []
     unavailable: dict[str, str] = {}
     for name in opts.systems:
         spec = SYSTEMS[name]
-        for kw in opts.corpus.keywords:
+        for kw in keywords:
             if spec.keywords is not None and kw not in spec.keywords:
                 unavailable[f"{name}/{kw}"] = f"{spec.title} ships no {kw} model"
                 continue
             if name == "kws_edge":
                 if kw not in opts.kws_manifests:
-                    unavailable[f"{name}/{kw}"] = f"no kws_edge model for {kw}"
+                    unavailable[f"{name}/{kw}"] = f"no kws_edge model for {kw} (models/{kw}.json not there)"
                     continue
                 jobs.append(_Job(spec, kw, f"{name}-{kw}", {"manifest": str(opts.kws_manifests[kw])}))
             elif name == "pocketsphinx":
@@ -101,8 +130,8 @@ def _plan(opts: BenchOptions) -> tuple[list[_Job], dict[str, str]]:
     return jobs, unavailable
 
 
-def _execute(jobs: list[_Job], corpus: Corpus, opts: BenchOptions, log: Callable[[str], None],
-             unavailable: dict[str, str]) -> None:
+def _execute(jobs: list[_Job], inputs: dict[str, list[dict[str, str]]], opts: BenchOptions,
+             log: Callable[[str], None], unavailable: dict[str, str]) -> None:
     pythons: dict[str, str] = {}
     for spec in {j.system.name: j.system for j in jobs}.values():
         try:
@@ -116,8 +145,7 @@ def _execute(jobs: list[_Job], corpus: Corpus, opts: BenchOptions, log: Callable
         if job.system.name not in pythons:
             job.error = unavailable[job.system.name]
             return
-        streams = [{"name": s.name, "path": str(corpus.path(s))} for s in corpus.for_keyword(job.keyword)]
-        payload = {"keyword": job.keyword, "chunk": CHUNK, "streams": streams, "options": job.options}
+        payload = {"keyword": job.keyword, "chunk": CHUNK, "streams": inputs[job.keyword], "options": job.options}
         python = pythons[job.system.name]
         if opts.reuse_peers and job.system.name != "kws_edge":
             job.run = reused_run(python, job.system, payload, work, job.tag)
@@ -145,41 +173,82 @@ def _trace_arrays(tr: dict[str, list[float]]) -> tuple[np.ndarray, np.ndarray]:
     return np.rint(np.asarray(tr["t"], dtype=np.float64) * 1000).astype(np.int64), np.asarray(tr["score"])
 
 
-def _score_system(spec: SystemSpec, kw: str, jobs: Sequence[_Job], corpus: Corpus) -> dict[str, Any]:
-    streams = corpus.for_keyword(kw)
+@dataclass
+class _SweepDetections:
+    """Detection times per threshold (stream -> seconds) of one system on one keyword, over every stream."""
+
+    by_threshold: dict[float, dict[str, list[float]]]
+    default: float
+    rule: dict[str, Any]
+    cost_job: _Job
+    extra: dict[str, Any]
+
+
+def _sweep(spec: SystemSpec, jobs: Sequence[_Job]) -> _SweepDetections:
     if spec.name == "pocketsphinx":
         by_thr: dict[float, dict[str, list[float]]] = {}
         for j in jobs:
-            if j.run is None:
-                continue
-            th = j.options["threshold"]
-            by_thr[th] = {s: next(iter(d.values())) for s, d in j.run.result["detections"].items()}
-        points = [{"threshold": th, **scoring.score_streams(streams, dets)} for th, dets in sorted(by_thr.items())]
+            if j.run is not None:
+                by_thr[j.options["threshold"]] = {s: next(iter(d.values()))
+                                                  for s, d in j.run.result["detections"].items()}
         cost_job = next(j for j in jobs if j.options["threshold"] == SPHINX_DEFAULT)
-        default = next(p for p in points if p["threshold"] == SPHINX_DEFAULT)
         rule = {"kind": "pocketsphinx kws_threshold (one decoder process per value)"}
-        out: dict[str, Any] = {"default": default, "sweep": [_slim(p) for p in points]}
-    else:
-        cost_job = jobs[0]
-        if cost_job.run is None:
-            raise RuntimeError(f"{cost_job.tag} has no result")  # the caller only passes finished jobs
-        out, rule = _score_traces(spec, cost_job.run.result, streams)
-    out["operating_point"] = scoring.operating_point(out["sweep"])
+        return _SweepDetections(dict(sorted(by_thr.items())), SPHINX_DEFAULT, rule, cost_job, {})
+    cost_job = jobs[0]
     if cost_job.run is None:
-        raise RuntimeError(f"{cost_job.tag} has no result")
-    out["cost"] = _cost(spec, cost_job.run, [j.run.maxrss_mb for j in jobs if j.run])
-    out["decision_rule"] = rule
-    out["info"] = cost_job.run.result.get("info", {})
+        raise RuntimeError(f"{cost_job.tag} has no result")  # the caller only passes finished jobs
+    return _trace_sweep(spec, cost_job)
+
+
+def _score_system(spec: SystemSpec, sw: _SweepDetections, jobs: Sequence[_Job], streams: Sequence[Stream]
+                  ) -> dict[str, Any]:
+    """The synthetic (TTS) scores of one system on one keyword, with its cost."""
+    points = [{"threshold": th, **scoring.score_streams(streams, d)} for th, d in sw.by_threshold.items()]
+    out: dict[str, Any] = {"default": next(p for p in points if p["threshold"] == sw.default),
+                           "sweep": [_slim(p) for p in points]}
+    out["operating_point"] = scoring.operating_point(out["sweep"])
+    run = sw.cost_job.run
+    if run is None:
+        raise RuntimeError(f"{sw.cost_job.tag} has no result")
+    out["cost"] = _cost(spec, run, [j.run.maxrss_mb for j in jobs if j.run])
+    out["decision_rule"] = sw.rule
+    out["info"] = run.result.get("info", {})
+    out |= sw.extra
     reused = sorted({j.run.extra["reused_from_utc"] for j in jobs if j.run and "reused_from_utc" in j.run.extra})
     if reused:
         out["reused_from_utc"] = reused
     return out
 
 
-def _score_traces(spec: SystemSpec, result: dict[str, Any], streams: Sequence[Any]) -> tuple[dict[str, Any],
-                                                                                              dict[str, Any]]:
+def _score_real(sw: _SweepDetections, streams: Sequence[Stream]) -> dict[str, Any]:
+    """Real-voice scores: FA/h on the real negative speech only, FRR on the real positives (if any)."""
+    neg = [s for s in streams if s.kind == "negative"]
+    pos = [s for s in streams if s.kind == "positive"]
+    points = []
+    for th, dets in sw.by_threshold.items():
+        n = scoring.score_streams(neg, dets)
+        p = scoring.score_streams(pos, dets) if pos else None
+        points.append({"threshold": th, "fa_per_h": n["fa_per_h"], "false_accepts": n["false_accepts"],
+                       "frr": p["frr"] if p else None, "misses": p["misses"] if p else None,
+                       "frr_by_snr": p["frr_by_snr"] if p else {}})
+    default = dict(next(p for p in points if p["threshold"] == sw.default))
+    default["false_accepts_by_source"] = scoring.false_accepts_by_source(neg, sw.by_threshold[sw.default])
+    pick = scoring.operating_point if pos else scoring.lowest_threshold_at
+    return {"default": default, "sweep": points, "negative_hours": round(sum(s.duration_s for s in neg) / 3600, 4),
+            "negative_streams": [s.name for s in neg], "instances": sum(len(s.instances) for s in pos),
+            "at_fa": {f"{t:g}": pick(points, t) for t in REAL_TARGETS_FA_H}, "decision_rule": sw.rule,
+            "info": sw.cost_job.run.result.get("info", {}) if sw.cost_job.run else {}}
+
+
+def _trace_arrays(tr: dict[str, list[float]]) -> tuple[np.ndarray, np.ndarray]:
+    return np.rint(np.asarray(tr["t"], dtype=np.float64) * 1000).astype(np.int64), np.asarray(tr["score"])
+
+
+def _trace_sweep(spec: SystemSpec, job: _Job) -> _SweepDetections:
+    assert job.run is not None
+    result = job.run.result
     info = result.get("info", {})
-    default = float(info.get("default_threshold", 0.5))
+    default = round(float(info.get("default_threshold", 0.5)), 5)
     arrays = {name: _trace_arrays(tr) for name, tr in result["traces"].items()}
     if spec.name == "kws_edge":
         rule = {"kind": "kws_edge.decision replay", "smoothing_ms": info["smoothing_ms"],
@@ -193,21 +262,19 @@ def _score_traces(spec: SystemSpec, result: dict[str, Any], streams: Sequence[An
         return {n: scoring.events(t, s, th, rule["refractory_ms"], rule["min_hits"], rule["strict"])
                 for n, (t, s) in arrays.items()}
 
-    points = [{"threshold": th, **scoring.score_streams(streams, detect(th))}
-              for th in scoring.sweep_thresholds(default)]
-    out: dict[str, Any] = {"default": next(p for p in points if p["threshold"] == round(default, 5)),
-                           "sweep": [_slim(p) for p in points]}
+    by_thr = {th: detect(th) for th in scoring.sweep_thresholds(default)}
+    extra: dict[str, Any] = {}
     if spec.name == "kws_edge":
-        replay = detect(default)
+        replay = by_thr[default]
         real = {n: d.get("detector", []) for n, d in result["detections"].items()}
         diff = sum(len(set(np.round(replay[n], 3)) ^ set(np.round(real.get(n, []), 3))) for n in replay)
-        out["replay_check"] = {"detector_detections": sum(len(v) for v in real.values()),
-                               "replay_detections": sum(len(v) for v in replay.values()), "differences": diff}
-    return out, rule
+        extra["replay_check"] = {"detector_detections": sum(len(v) for v in real.values()),
+                                 "replay_detections": sum(len(v) for v in replay.values()), "differences": diff}
+    return _SweepDetections(by_thr, default, rule, job, extra)
 
 
 def _slim(p: dict[str, Any]) -> dict[str, Any]:
-    keys = ("threshold", "frr", "fa_per_h", "false_accepts", "misses", "frr_by_snr")
+    keys = ("threshold", "frr", "fa_per_h", "false_accepts", "misses", "frr_by_snr", "frr_by_engine")
     return {k: p[k] for k in keys}
 
 
@@ -236,6 +303,21 @@ def _corpus_summary(corpus: Corpus) -> dict[str, Any]:
             "positives_h": round(sum(s.duration_s for s in pos) / 3600, 3),
             "negatives_h": round(sum(s.duration_s for s in neg) / 3600, 3),
             "conditions": corpus.config["conditions"], "per_stream": corpus.config["per_stream"]}
+
+
+def _real_summary(real: Corpus) -> dict[str, Any]:
+    neg = [s for s in real.streams if s.kind == "negative"]
+    clips: dict[str, int] = {}
+    for s in neg:
+        for c in s.clips:
+            clips[c["source"]] = clips.get(c["source"], 0) + 1
+    pos = {s.name: len(s.instances) for s in real.streams if s.kind == "positive"}
+    return {"root": str(real.root), "data_dir": real.config["data_dir"], "seed": real.config["seed"],
+            "snr_db": real.config["snr_db"], "max_clips": real.config["max_clips"],
+            "negative_streams": {s.name: {"hours": round(s.duration_s / 3600, 4), "excluded_for": s.excluded_for}
+                                 for s in neg},
+            "negative_clips": clips, "positive_streams": pos,
+            "positives_h": round(sum(s.duration_s for s in real.streams if s.kind == "positive") / 3600, 4)}
 
 
 def machine_info() -> dict[str, Any]:

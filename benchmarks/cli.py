@@ -36,7 +36,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="comma-separated: kws_edge, pymicro_wakeword, pyopen_wakeword, pocketsphinx, null "
                         "(default: %(default)s)")
     p.add_argument("--keywords", type=_csv, default=None, metavar="KW,KW",
-                   help="keywords to benchmark (default: hey_jarvis, plus alexa when kws_edge ships one)")
+                   help="keywords to benchmark (default: hey_jarvis, plus alexa when kws_edge ships one, plus computer "
+                        "on real recordings only)")
     p.add_argument("--kws-model", action="append", type=Path, default=[], metavar="MANIFEST.json",
                    help="kws_edge model manifest to use for its keyword(s) (default: models/<keyword>.json)")
     p.add_argument("--voices", type=_csv, default=None, metavar="V,V",
@@ -47,6 +48,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="length of the negatives stream (default 60; --quick: 1)")
     p.add_argument("--seed", type=int, default=1234, help="corpus seed (default: %(default)s)")
     p.add_argument("--jobs", type=int, default=2, help="system runs in parallel (default: %(default)s)")
+    p.add_argument("--realvoice-dir", type=Path, default=None, metavar="DIR",
+                   help="real recordings (one folder of 16 kHz FLAC clips per phrase; default: $KWS_EDGE_REALVOICE, "
+                        "else ../shared/data/realvoice)")
+    p.add_argument("--no-real", action="store_true", help="leave the real-voice streams out")
     p.add_argument("--reuse-peer-runs", action="store_true",
                    help="reuse a peer's stored run when its corpus, runner and package are unchanged "
                         "(kws_edge always runs; the report names reused runs)")
@@ -60,7 +65,7 @@ def _manifests(args: argparse.Namespace) -> dict[str, Path]:
         m = mf.load(path)
         for kw in m.keywords:
             found.setdefault(kw, path)
-    for kw in ("hey_jarvis", "alexa"):
+    for kw in ("hey_jarvis", "alexa", "computer"):
         default = REPO / "models" / f"{kw}.json"
         if kw not in found and default.exists():
             found[kw] = default
@@ -97,6 +102,7 @@ def main(args: argparse.Namespace) -> int:
     from benchmarks import mcu, report
     from benchmarks.bench import BenchOptions, run_bench
     from benchmarks.systems import SYSTEMS
+    from kws_edge import manifest as mf
 
     unknown = [s for s in args.systems if s not in SYSTEMS]
     if unknown:
@@ -104,9 +110,16 @@ def main(args: argparse.Namespace) -> int:
     if args.jobs < 1:
         raise ConfigError(f"--jobs: expected at least 1, got {args.jobs}")
     manifests = _manifests(args)
-    keywords = tuple(args.keywords) if args.keywords else ("hey_jarvis", *(["alexa"] if "alexa" in manifests
-                                                                          else []))
-    if "kws_edge" in args.systems and not any(k in manifests for k in keywords):
+    from benchmarks.realcorpus import REAL_KEYWORDS, real_config
+
+    wanted = tuple(args.keywords) if args.keywords else ("hey_jarvis", *(["alexa"] if "alexa" in manifests
+                                                                        else []), *REAL_KEYWORDS)
+    keywords = tuple(k for k in wanted if k not in REAL_KEYWORDS)  # synthetic corpus keywords
+    real_keywords = () if args.no_real else tuple(k for k in wanted if k in REAL_KEYWORDS)
+    if not keywords:
+        raise ConfigError(f"--keywords: at least one keyword besides {', '.join(REAL_KEYWORDS)} (real-only) is "
+                          "needed for the synthetic corpus")
+    if "kws_edge" in args.systems and not any(k in manifests for k in wanted):
         raise ConfigError(f"no kws_edge model for {', '.join(keywords)}: expected models/<keyword>.json or "
                           "--kws-model MANIFEST.json (or leave kws_edge out of --systems)")
     cfg, voices_source = _config(args, keywords, manifests)
@@ -115,11 +128,26 @@ def main(args: argparse.Namespace) -> int:
     def log(msg: str) -> None:
         print(f"[{time.monotonic() - t0:7.1f}s] {msg}", file=sys.stderr, flush=True)
 
-    opts = BenchOptions(tuple(args.systems), {k: manifests[k] for k in keywords if k in manifests},
-                        cfg, args.cache.resolve(), args.jobs, args.reuse_peer_runs)
+    real, real_skipped = None, ""
+    if not args.no_real:
+        try:
+            real = real_config(args.realvoice_dir, args.seed, args.quick)
+        except ConfigError as exc:
+            if args.realvoice_dir is not None:
+                raise
+            real_skipped = str(exc)
+            log(f"real voices: skipped: {exc}")
+    opts = BenchOptions(tuple(args.systems), {k: manifests[k] for k in wanted if k in manifests},
+                        cfg, args.cache.resolve(), args.jobs, args.reuse_peer_runs, real, real_keywords)
     log(f"voices ({voices_source}): {', '.join(cfg.voices)}")
     results = run_bench(opts, log)
     results["corpus"]["voices_source"] = voices_source
+    from benchmarks.tts import voice_roles
+
+    trained = {mf.load(p).name: mf.load(p).training for p in set(opts.kws_manifests.values())}
+    results["corpus"]["voice_roles"] = voice_roles(cfg.voices, trained)
+    if real_skipped:
+        results["unavailable"]["real voices"] = real_skipped
     shipped = sorted(set(opts.kws_manifests.values()) | set((REPO / "models").glob("*.json")))
     shipped = [p for p in shipped if not p.name.endswith(".report.json")]
     micro = next(iter((opts.cache / "venvs" / "pymicro_wakeword").glob(

@@ -76,6 +76,9 @@ class Stream:
     noise: str | None
     duration_s: float
     instances: list[dict[str, Any]] = field(default_factory=list)
+    source: str = "tts"  # "tts" (synthetic) or "real" (recordings, benchmarks.realcorpus)
+    excluded_for: list[str] = field(default_factory=list)  # negatives that hold these keywords
+    clips: list[dict[str, Any]] = field(default_factory=list)  # real negatives: where each clip sits
 
 
 @dataclass
@@ -88,8 +91,9 @@ class Corpus:
         return self.root / stream.file
 
     def for_keyword(self, keyword: str) -> list[Stream]:
-        """The keyword's positives streams and the negatives stream(s)."""
-        return [s for s in self.streams if s.kind == "negative" or s.keyword == keyword]
+        """The keyword's positives streams and the negatives stream(s) that do not hold the keyword."""
+        return [s for s in self.streams if (s.kind == "negative" and keyword not in s.excluded_for)
+                or s.keyword == keyword]
 
 
 def keyword_text(keyword: str) -> str:

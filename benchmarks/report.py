@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from benchmarks import mcu
+from benchmarks import mcu, report_real
 from benchmarks.scoring import TARGET_FA_PER_H
 from benchmarks.systems import SYSTEMS
 
@@ -157,14 +157,16 @@ def markdown(results: dict[str, Any], images: list[str]) -> str:
         "# kws_edge benchmark", "",
         f"Run {results['started_utc']} on {m['cpu']} ({m['cores']} cores), Python {m['python']}, "
         f"{m['platform']}; took {results['duration_s'] / 60:.1f} min. Command: `{results['command']}`.", "",
-        f"Corpus (seed {c['seed']}): {c['instances']} keyword instances in {c['positives_h']:.2f} h of positives "
-        f"streams ({c['per_stream']} per condition; clean and 20/10/5 dB white, pink, babble; a quarter "
+        *report_real.markdown(results),
+        *report_real.synthetic_lines(results),
+        f"Synthetic corpus (seed {c['seed']}): {c['instances']} keyword instances in {c['positives_h']:.2f} h of "
+        f"positives streams ({c['per_stream']} per condition; clean and 20/10/5 dB white, pink, babble; a quarter "
         f"reverberated; speed 0.85-1.2, pitch 0.8-1.25) plus {c['negatives_h']:.2f} h of negatives. Voices "
-        f"(held out; {c.get('voices_source', '')}): {', '.join(c['voices'])}.", "",
+        f"({c.get('voices_source', '')}): {', '.join(c['voices'])}.", "",
     ]
     for kw in sorted({k for r in results["systems"].values() for k in r}):
         hours = next((r[kw]["default"]["hours"] for r in results["systems"].values() if kw in r), 0.0)
-        lines += [f"## {kw}: accuracy", "",
+        lines += [f"## {kw}: accuracy on synthetic voices", "",
                   f"FRR per SNR at each system's {TARGET_FA_PER_H} FA/h operating point (threshold swept over "
                   f"{hours:.2f} h of audio, so at most {int(TARGET_FA_PER_H * hours)} false accept(s)); the last "
                   "column is the system's own default threshold.", "",
@@ -177,7 +179,7 @@ def markdown(results: dict[str, Any], images: list[str]) -> str:
             lines += [f"Decision replay check ({kw}): the Detector fired {c['detector_detections']} times at the "
                       f"manifest threshold, the replay {c['replay_detections']} times, {c['differences']} "
                       "differences.", ""]
-    lines += ["## Targets (kws_edge hey_jarvis)", ""]
+    lines += ["## Targets (kws_edge hey_jarvis, synthetic voices)", ""]
     for t in results["targets"]:
         fmt = _pct if t["target"].startswith("FRR") else (lambda x: f"{x:.1f}")
         lines.append(f"- {t['target']}: kws_edge {fmt(t['kws_edge'])} vs {fmt(t['reference'])} "
@@ -242,7 +244,7 @@ def plots(results: dict[str, Any], out: Path) -> list[Path]:
         fig.savefig(paths[-1], dpi=90, bbox_inches="tight")
         plt.close(fig)
         paths.append(_snr_plot(results, kw, out, plt))
-    return paths
+    return paths + report_real.plots(results, out, plt)
 
 
 def _snr_plot(results: dict[str, Any], kw: str, out: Path, plt: Any) -> Path:

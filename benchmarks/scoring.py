@@ -92,22 +92,59 @@ def condition_key(stream: Any) -> str:
 
 def score_streams(streams: Sequence[Any], detections: Mapping[str, list[float]]) -> dict[str, Any]:
     """FRR overall, per SNR, per noise kind and for reverberated instances, plus false accepts per hour."""
-    groups: dict[str, dict[str, list[bool]]] = {"snr": {}, "noise": {}, "reverb": {}}
+    groups: dict[str, dict[str, list[bool]]] = {"snr": {}, "noise": {}, "reverb": {}, "engine": {}, "voice": {}}
     all_hits: list[bool] = []
     fa = 0
     hours = 0.0
+    by_stream: dict[str, int] = {}
     for s in streams:
         m = match(detections.get(s.name, []), [(i["start"], i["end"]) for i in s.instances])
         fa += m.false_accepts
+        by_stream[s.name] = m.false_accepts
         hours += s.duration_s / 3600.0
         all_hits += m.hits
         for inst, hit in zip(s.instances, m.hits, strict=True):
             groups["snr"].setdefault(condition_key(s), []).append(hit)
             groups["noise"].setdefault(s.noise or "none", []).append(hit)
             groups["reverb"].setdefault("reverb" if inst.get("rt60_s") else "dry", []).append(hit)
+            voice = str(inst.get("voice", "unknown"))
+            groups["engine"].setdefault(_engine(voice), []).append(hit)
+            if not voice.startswith("real:"):  # one real clip per speaker recording: no per-voice rate
+                groups["voice"].setdefault(voice, []).append(hit)
     return {"instances": len(all_hits), "misses": all_hits.count(False), "frr": frr(all_hits),
             "false_accepts": fa, "hours": round(hours, 4), "fa_per_h": fa / hours if hours else 0.0,
+            "false_accepts_by_stream": by_stream,
             **{f"frr_by_{g}": {k: frr(v) for k, v in d.items()} for g, d in groups.items()}}
+
+
+def _engine(voice: str) -> str:
+    """The TTS engine of an instance's voice (``espeak:de+m3`` -> ``espeak-ng-accent``), ``real`` for recordings."""
+    engine, _, name = voice.partition(":")
+    if engine == "espeak":
+        return "espeak-ng" if name.startswith("en") else "espeak-ng-accent"
+    return engine
+
+
+def false_accepts_by_source(streams: Sequence[Any], detections: Mapping[str, list[float]],
+                            tolerance_s: float = TOLERANCE_S) -> dict[str, int]:
+    """False accepts on negative streams per source of the clip they fall in (or up to ``tolerance_s``
+    after); ``"gap"`` between clips, the stream's name when it records no clips."""
+    out: dict[str, int] = {}
+    for s in streams:
+        clips = getattr(s, "clips", None) or []
+        for t in detections.get(s.name, []):
+            src = next((c["source"] for c in clips if c["start"] <= t <= c["end"] + tolerance_s),
+                       "gap" if clips else s.name)
+            out[src] = out.get(src, 0) + 1
+    return dict(sorted(out.items()))
+
+
+def lowest_threshold_at(points: Sequence[Mapping[str, Any]], target: float) -> dict[str, Any] | None:
+    """The lowest-threshold sweep point whose FA/h, and that of every higher threshold, is <= ``target``
+    (for negatives-only sweeps, where there is no FRR to trade); None if even the highest is above."""
+    pts = sorted(points, key=lambda p: p["threshold"])
+    ok = [i for i in range(len(pts)) if all(p["fa_per_h"] <= target for p in pts[i:])]
+    return dict(pts[ok[0]]) if ok else None
 
 
 def frr(hits: Sequence[bool]) -> float | None:
