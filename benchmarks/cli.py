@@ -51,6 +51,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--realvoice-dir", type=Path, default=None, metavar="DIR",
                    help="real recordings (one folder of 16 kHz FLAC clips per phrase; default: $KWS_EDGE_REALVOICE, "
                         "else ../shared/data/realvoice)")
+    p.add_argument("--extra-speech-dir", type=Path, default=Path("/usr/share/pocketsphinx/test/data"),
+                   metavar="DIR", help="more real negative speech: *.wav under DIR (default: pocketsphinx-testdata, "
+                                       "%(default)s; skipped when absent)")
     p.add_argument("--no-real", action="store_true", help="leave the real-voice streams out")
     p.add_argument("--reuse-peer-runs", action="store_true",
                    help="reuse a peer's stored run when its corpus, runner and package are unchanged "
@@ -131,7 +134,7 @@ def main(args: argparse.Namespace) -> int:
     real, real_skipped = None, ""
     if not args.no_real:
         try:
-            real = real_config(args.realvoice_dir, args.seed, args.quick)
+            real = real_config(args.realvoice_dir, args.seed, args.quick, args.extra_speech_dir)
         except ConfigError as exc:
             if args.realvoice_dir is not None:
                 raise

@@ -107,3 +107,22 @@ def test_default_voices_are_never_training_voices(seed: int) -> None:
     used = {f"{'espeak' if v.engine == 'espeak-ng' else 'flite'}:{v.name}" for v in split["train"] + split["val"]}
     assert voices and not set(voices) & used
     assert "flite:rms" in voices and f"seed {seed}" in source
+
+
+def test_voice_roles_say_which_voices_a_model_trained_on() -> None:
+    pytest.importorskip("training.tts")
+    from benchmarks.tts import default_voices, engine_of, voice_roles
+
+    recipe = {"seed": 1, "synthesis": {"engines": ["espeak-ng", "flite", "festival"],
+                                       "holdout_voices": ["flite:rms"]}}
+    voices, _ = default_voices({"recipe": recipe})
+    roles = voice_roles(voices, {"m": {"recipe": recipe}})
+    by_engine: dict[str, set[str]] = {}
+    for v in voices:
+        by_engine.setdefault(engine_of(v), set()).add(roles[v]["kws_edge"]["m"])
+    assert by_engine["espeak-ng"] == {"held out"} and by_engine["flite"] == {"held out"}
+    if "festival" in by_engine:  # too few voices to hold out: trained on, and the report says so
+        assert by_engine["festival"] == {"trained on"}
+    if "espeak-ng-accent" in by_engine:
+        assert by_engine["espeak-ng-accent"] == {"engine not used"}
+    assert engine_of("espeak:de+m3") == "espeak-ng-accent" and engine_of("piper:en_US-joe-medium") == "piper"

@@ -14,6 +14,7 @@ import pytest
 
 from benchmarks import cli
 from kws_edge.errors import ConfigError
+from tests.test_bench_real import make_realvoice
 
 pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None or shutil.which("flite") is None,
                                 reason="espeak-ng and flite are needed to synthesize the corpus")
@@ -22,8 +23,12 @@ pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None or shutil.whic
 def _args(tmp: Path, manifest: Path, *extra: str) -> argparse.Namespace:
     p = argparse.ArgumentParser()
     cli.add_arguments(p)
+    real = tmp / "realvoice"
+    if not real.exists():
+        make_realvoice(real, per_folder=2)  # hermetic: a tiny FLAC folder, never the shared recordings
     return p.parse_args(["--quick", "--systems", "null,kws_edge", "--kws-model", str(manifest), "--cache",
-                         str(tmp / "cache"), "--out", str(tmp / "out"), "--jobs", "2", *extra])
+                         str(tmp / "cache"), "--out", str(tmp / "out"), "--jobs", "2", "--realvoice-dir", str(real),
+                         "--extra-speech-dir", str(real / "extra"), *extra])
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +66,22 @@ def test_writes_results_tables_and_plots(bench_run: tuple[Path, dict]) -> None:
     for heading in ("## hey_jarvis: accuracy", "## hey_jarvis: cost", "## kws_edge CPU split", "## MCU figures"):
         assert heading in md
     assert "| kws_edge tiny_hey_jarvis |" in md
+    assert "## Real voices (headline)" in md and "## Synthetic (TTS) voices: a breakdown" in md
+    assert "no kws_edge model for computer" in md  # computer is optional: a line, not a failure
+    assert "real_fa.png" in names and "real_det_computer.png" not in names  # only null measured computer
+
+
+def test_real_speech_is_scored_for_every_system(bench_run: tuple[Path, dict]) -> None:
+    _, r = bench_run
+    real = r["real"]
+    assert real["corpus"]["negative_clips"] == {"view_glass": 2, "pocketsphinx": 1, "computer": 2}
+    null = real["systems"]["null"]
+    assert null["hey_jarvis"]["default"]["fa_per_h"] == 0.0 and null["hey_jarvis"]["instances"] == 0
+    assert null["computer"]["instances"] == 4 and null["computer"]["default"]["frr"] == 1.0
+    assert null["computer"]["negative_streams"] == ["real_speech"]
+    ours = real["systems"]["kws_edge"]["hey_jarvis"]
+    assert ours["negative_streams"] == ["real_speech", "real_computer_speech"] and ours["negative_hours"] > 0
+    assert "kws_edge" not in real["systems"].get("computer", {}) and "kws_edge/computer" in r["unavailable"]
 
 
 def test_null_system_misses_everything_and_never_fires(bench_run: tuple[Path, dict]) -> None:
