@@ -43,6 +43,11 @@ def _load(tmp_path: Path, text: str) -> cfg.Settings:
     ("[serial]\nbaudrate = 0\n", ["serial.baudrate", "= 0", "an integer from 300"]),
     ("[mqtt]\ntls = 1\n", ["mqtt.tls", "= 1", "a table"]),  # a table given as a value
     ("[speakers]\nx = 1\n", ["'speakers'", "unknown key", "service, audio"]),  # unknown section
+    ("[wyoming]\nuri = \"http://0.0.0.0:10400\"\n", ["wyoming.uri", "http://", "tcp://HOST:PORT"]),
+    ("[wyoming]\nuri = \"tcp://0.0.0.0\"\n", ["wyoming.uri", "tcp://0.0.0.0", "tcp://HOST:PORT"]),  # no port
+    ("[wyoming]\nuri = \"unix:///run/kws.sock\"\nzeroconf = true\n", ["wyoming.zeroconf", "unix://"]),
+    ("[wyoming]\nport = 10400\n", ["wyoming.port", "unknown key", "uri"]),
+    ("[audio]\nenabled = false\n", ["audio.enabled", "wyoming.enabled", "at least one"]),  # no source left
     ("[mqtt\nurl = 1\n", ["not valid TOML", "key = value"]),  # syntax
 ])
 def test_each_kind_of_mistake_is_named(tmp_path: Path, text: str, needles: list[str]) -> None:
