@@ -240,12 +240,9 @@ def _score_real(sw: _SweepDetections, streams: Sequence[Stream]) -> dict[str, An
             "info": sw.cost_job.run.result.get("info", {}) if sw.cost_job.run else {}}
 
 
-def _trace_arrays(tr: dict[str, list[float]]) -> tuple[np.ndarray, np.ndarray]:
-    return np.rint(np.asarray(tr["t"], dtype=np.float64) * 1000).astype(np.int64), np.asarray(tr["score"])
-
-
 def _trace_sweep(spec: SystemSpec, job: _Job) -> _SweepDetections:
-    assert job.run is not None
+    if job.run is None:
+        raise RuntimeError(f"{job.tag} has no result")  # the caller only passes finished jobs
     result = job.run.result
     info = result.get("info", {})
     default = round(float(info.get("default_threshold", 0.5)), 5)
