@@ -92,7 +92,13 @@ def markdown(results: dict[str, Any]) -> list[str]:
              + ", ".join(f"`{n}` ({k} clips)" for n, k in c["positive_streams"].items())
              + " (clean, and pink/white/brown noise at "
              f"{c['snr_db']:g} dB); no word timing, so an instance spans its whole clip and a detection up to "
-             "1 s after it counts. FA/h is counted on the negative speech only.", "",
+             "1 s after it counts. FA/h is counted on the negative speech only: with "
+             + " / ".join(f"{h:.2f} h" for h in sorted({r["negative_hours"] for per in real["systems"].values()
+                                                       for r in per.values()}))
+             + " of it, one false accept is "
+             + " / ".join(f"{1 / h:.1f} FA/h" for h in sorted({r["negative_hours"] for per in real["systems"].values()
+                                                              for r in per.values()}) if h > 0)
+             + ": the real FA/h figures are coarse (see the false-accept counts).", "",
              "### False accepts per hour on real speech (no keyword in it)", "", *fa_table(results), ""]
     for kw in pos_kw:
         lines += [f"### {kw} on real voices", "", *frr_table(results, kw), ""]
