@@ -262,3 +262,19 @@ def test_cli_real_only(realvoice_root: Path, tmp_path: Path) -> None:
     assert r.returncode == 2 and str(missing) in r.stderr and "does not exist" in r.stderr
     r = subprocess.run(kws_cmd("eval", "--model", str(model)), capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "--recipe is required" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_real_threshold_pools_conditions_by_hours() -> None:
+    from training.workflow import _real_threshold
+
+    grid = [0.25, 0.5, 0.75]
+
+    def curve(fas: list[float]) -> list[dict[str, float]]:
+        return [{"threshold": t, "fa_per_hour": f, "frr": 0.0} for t, f in zip(grid, fas, strict=True)]
+
+    real = {"negative_hours": {"clean": 1.0, "10db": 3.0},
+            "det": {"clean": curve([4.0, 0.0, 0.0]), "10db": curve([4.0, 2.0, 0.0])}}
+    assert _real_threshold(real, 1.0) == 0.75  # at 0.5: (0 * 1 + 2 * 3) / 4 = 1.5 FA/h pooled
+    assert _real_threshold(real, 1.5) == 0.5
+    assert _real_threshold(real, 10.0) == 0.25
+    assert _real_threshold({"skipped": "no data"}, 1.0) is None

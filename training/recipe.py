@@ -89,6 +89,11 @@ class EvalConfig:
     headline_snr_db: tuple[float, ...] = (100.0, 20.0, 10.0)  # SNRs pooled into the headline FRR
     target_fa_per_hour: float = 0.5
     positives: int = 200  # held-out keyword utterances per keyword in the FRR streams
+    # Raise the threshold until real speech without the keyword (the validation-only real recordings
+    # plus pocketsphinx-testdata, see training/realvoice.py) gives <= real_target_fa_per_hour, pooled
+    # over clean and 10 dB. Choosing a threshold on them is allowed; the real FA/h then is not unbiased.
+    real_threshold: bool = True
+    real_target_fa_per_hour: float = 1.0
 
 
 @dataclass(frozen=True)

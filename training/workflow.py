@@ -85,6 +85,16 @@ def evaluate_recipe(manifest_path: Path, recipe: Recipe, prep: Prepared | None, 
     thr = det["chosen"]["threshold"]
     dd = det["decision"]
     params = DecisionParams({k: thr for k in m.keywords}, dd["smoothing_ms"], dd["min_hits"], d0.refractory_ms)
+    real = real_voice_check(runner, params, realvoice_dir)
+    raised = _real_threshold(real, recipe.eval.real_target_fa_per_hour) if recipe.eval.real_threshold else None
+    from_real = raised is not None and raised > thr
+    if raised is not None and from_real:
+        log.info("threshold %.3f -> %.3f: <= %.2f false accepts per hour on real speech", thr, raised,
+                 recipe.eval.real_target_fa_per_hour)
+        thr = raised
+        params = DecisionParams({k: thr for k in m.keywords}, params.smoothing_ms, params.min_hits,
+                                params.refractory_ms)
+        real = real_voice_check(runner, params, realvoice_dir)
     evs = ev.positive_events(runner, sets, params)
     frr = ev.frr_at(runner, sets, params, evs)
     breakdown = {str(snr): ev.frr_breakdown(s.spans, s.voices, evs[snr])
@@ -93,7 +103,8 @@ def evaluate_recipe(manifest_path: Path, recipe: Recipe, prep: Prepared | None, 
     conf = ev.confusable_accepts(runner, sets, params)
     summary = _summary(m, clip, det, frr, check, recipe)
     summary["confusable_accept_rate"] = None if conf is None else round(conf["rate"], 4)
-    real = real_voice_check(runner, params, realvoice_dir)
+    summary["threshold"] = thr
+    summary["threshold_from"] = "real speech" if from_real else "synthetic streams"
     summary |= real_summary(real, summary["frr"])
     report = {
         "model": m.name, "manifest": str(manifest_path), "recipe": recipe.path, "summary": summary,
@@ -117,6 +128,21 @@ def evaluate_recipe(manifest_path: Path, recipe: Recipe, prep: Prepared | None, 
                         smoothing_ms=params.smoothing_ms, min_hits=params.min_hits)
     log.info("summary: %s", summary)
     return report
+
+
+def _real_threshold(real: dict[str, Any], target_fa_h: float) -> float | None:
+    """The lowest threshold at which (and above which) the false accepts on real speech, pooled over
+    every condition (clean, noisy), stay <= ``target_fa_h``; None without real data."""
+    if "skipped" in real or not real.get("det"):
+        return None
+    hours = real["negative_hours"]
+    curves = real["det"]
+    total = sum(hours[name] for name in curves)
+    pooled = [sum(curves[name][i]["fa_per_hour"] * hours[name] for name in curves) / total
+              for i in range(len(next(iter(curves.values()))))]
+    grid = [c["threshold"] for c in next(iter(curves.values()))]
+    ok = [i for i in range(len(grid)) if all(fa <= target_fa_h for fa in pooled[i:])]
+    return grid[ok[0]] if ok else grid[-1]
 
 
 def real_voice_check(runner: Any, params: DecisionParams, data_dir: Path | None = None) -> dict[str, Any]:
