@@ -97,7 +97,7 @@ class Catalog:
                 phrase = kw.replace("_", " ")
                 models.setdefault(kw, WakeModel(
                     name=kw, attribution=ATTRIBUTION, installed=True, version=m.sha256[:12],
-                    description=f"{phrase} (kws_edge model {m.name})", languages=LANGUAGES, phrase=phrase))
+                    description=phrase, languages=LANGUAGES, phrase=phrase))
         program = WakeProgram(name=PROGRAM, attribution=ATTRIBUTION, installed=True, version=__version__,
                               description="kws_edge: private on-device keyword spotting",
                               models=list(models.values()))
