@@ -27,7 +27,7 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("devices", "kws_edge.cli", "list audio input devices"),
     ("models", "kws_edge.cli", "list installed models with their manifests' key facts"),
     ("run", "kws_edge.daemon", "run the service: microphone/serial -> detections -> MQTT"),
-    ("wyoming", "kws_edge.wyoming_server", "serve the models as a Wyoming wake-word service (Home Assistant Assist)"),
+    ("wyoming", "kws_edge.wyoming_service", "serve the models as a Wyoming wake-word service (Home Assistant Assist)"),
     ("bridge", "kws_edge.bridge", "read detections from a Nano 33 BLE Sense over serial and publish them"),
     ("flash", "kws_edge.flash", "export a model into the Nano sketch, build it and upload it"),
     ("train", "training.cli", "synthesize keyword speech, train, quantize, evaluate and export a model"),

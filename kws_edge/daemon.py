@@ -270,7 +270,7 @@ class Service:
         w = self.settings.wyoming
         if not w.enabled:
             return
-        from kws_edge.wyoming_server import ServerThread, WyomingServer, load_catalog, zeroconf_name
+        from kws_edge.wyoming_service import ServerThread, WyomingServer, load_catalog, zeroconf_name
 
         # A second set of interpreters: the audio loop and the Wyoming loop never share one.
         server = WyomingServer(load_catalog(self.settings), w.uri, zeroconf_name(self.settings))
@@ -442,7 +442,7 @@ class Service:
                                   f"use {self.detector.sample_rate} Hz; restart the service to switch")
             catalog = None
             if self.wyoming is not None:
-                from kws_edge.wyoming_server import load_catalog
+                from kws_edge.wyoming_service import load_catalog
 
                 catalog = load_catalog(new)
             self._use_detector(detector)
