@@ -94,9 +94,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from kws_edge.cli import _parse_threshold
 
     p.description = (
-        "Serve the loaded models as a Wyoming wake-word service for Home Assistant Assist. In Home Assistant: "
-        "Settings -> Devices & services -> Add integration -> Wyoming Protocol, host = this machine, port = "
-        "10400. The systemd service can serve it too: [wyoming] enabled = true in its config.")
+        "Serve the loaded models as a Wyoming wake-word service for Home Assistant Assist.\n"
+        "In Home Assistant: Settings -> Devices & services -> Add integration -> Wyoming Protocol,\n"
+        "host = this machine, port = 10400. The service serves it too: [wyoming] enabled = true.")
     p.add_argument("--uri", metavar="URI",
                    help="tcp://HOST:PORT or unix:///PATH (default: [wyoming] uri of the config, "
                         "else tcp://0.0.0.0:10400)")

@@ -343,3 +343,23 @@ def test_service_serves_wyoming_without_microphone_with_sd_notify_and_sighup(tmp
         notify.close()
         Path(notify.path).unlink(missing_ok=True)
 
+
+
+def test_zeroconf_is_off_by_default_and_announces_when_asked(server: Server, tmp_path: Path) -> None:
+    assert "announced" not in server.log_text() and "zeroconf" not in server.log_text()
+    port = free_port()
+    config = tmp_path / "empty.toml"
+    config.write_text("")
+    cmd = [*KWS_EDGE, "wyoming", "--config", str(config), "--uri", f"tcp://127.0.0.1:{port}", "--model", MODELS[0],
+           "--zeroconf", "kws-test"]
+    proc = _start(cmd, port, tmp_path / "zc.log", hermetic_env(tmp_path))
+    try:
+        log = wait_until(lambda: (t := (tmp_path / "zc.log").read_text()) and ("announced" in t or "failed" in t)
+                         and t, what="the zeroconf log line")
+        # Registered (this sandbox does not loop multicast back, so no browser check), or a logged failure
+        # without a network: either way the server goes on serving.
+        assert "announced kws-test._wyoming._tcp.local." in log or "zeroconf announcement failed" in log
+        assert [m.name for m in asyncio.run(_describe(port)).wake[0].models] == ["hey_jarvis"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(TIMEOUT) == 0
