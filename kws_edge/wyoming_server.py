@@ -60,7 +60,8 @@ class PcmConverter:
     """Wyoming PCM bytes at any rate/width/channels -> int16 mono at ``to_rate``; keeps a partial frame."""
 
     def __init__(self, rate: int, width: int, channels: int, to_rate: int) -> None:
-        if not (0 < rate <= MAX_RATE and 1 <= width <= 4 and 1 <= channels <= MAX_CHANNELS):
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (rate, width, channels)) or \
+                not (0 < rate <= MAX_RATE and 1 <= width <= 4 and 1 <= channels <= MAX_CHANNELS):
             raise ValueError(f"unsupported audio format {rate} Hz, {width} bytes, {channels} channels; expected "
                              f"1-{MAX_RATE} Hz, 1-4 bytes (8-bit unsigned as in WAV), 1-{MAX_CHANNELS} channels")
         self.rate, self.width, self.channels = rate, width, channels

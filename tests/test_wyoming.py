@@ -146,7 +146,8 @@ async def _collect(c: AsyncTcpClient) -> tuple[Found, list[str]]:
 
 
 async def _send_audio(c: AsyncTcpClient, raw: bytes, rate: int, width: int, channels: int, chunk_ms: int) -> None:
-    step = rate * chunk_ms // 1000 * width * channels
+    """``chunk_ms`` of audio per chunk; a negative value is a byte count that splits frames (-4001)."""
+    step = rate * chunk_ms // 1000 * width * channels if chunk_ms > 0 else -chunk_ms
     for i in range(0, len(raw), step):
         await c.write_event(AudioChunk(rate, width, channels, raw[i:i + step]).event())
 
@@ -196,7 +197,8 @@ def test_44k_stereo_gives_what_detect_gives_and_the_same_wake_words(server: Serv
                                                                     stereo44: Path) -> None:
     found, _ = asyncio.run(_run(server.port, stereo44, 30))
     assert found == _detect_json(stereo44)  # the same conversion as detect's WAV reader: identical
-    assert asyncio.run(_run(server.port, stereo44, 100))[0] == found  # and chunking does not matter
+    assert asyncio.run(_run(server.port, stereo44, 100))[0] == found  # and chunking does not matter,
+    assert asyncio.run(_run(server.port, stereo44, -4001))[0] == found  # even chunks that split frames
     jarvis = [ms for n, ms in found if n == "hey_jarvis"]
     assert len(jarvis) == 2
     assert all(abs(a - b) <= STRIDE_MS for a, b in zip(jarvis, [ms for n, ms in reference if n == "hey_jarvis"],
