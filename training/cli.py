@@ -83,6 +83,14 @@ def train_main(args: argparse.Namespace) -> int:
     print(f"{name}: int8 accuracy {s['accuracy_int8']:.4f} (float {s['accuracy_float']:.4f}), "
           f"FRR {s['frr']:.4f} at {s['fa_per_hour']} FA/h (threshold {s['threshold']:.3f}), "
           f"{s['size_bytes']} bytes, arena {s['arena_bytes']} bytes, total {report['timings']['total_s']} s")
+    if s.get("real_fa_per_hour") is not None:
+        frr = s.get("real_frr_clean")
+        heard = "no real recordings of the keyword" if frr is None else \
+            f"FRR {frr:.1%} clean / {s['real_frr_10db']:.1%} at 10 dB"
+        print(f"real voices: {heard}, {s['real_fa_per_hour']:.2f} false accepts per hour on real speech "
+              f"(threshold chosen on {s.get('threshold_from', 'synthetic streams')})")
+    if s.get("real_vs_synthetic"):
+        print(f"warning: real and synthetic voices {s['real_vs_synthetic']}: trust the real figure")
     return 0
 
 

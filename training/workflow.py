@@ -104,6 +104,8 @@ def evaluate_recipe(manifest_path: Path, recipe: Recipe, prep: Prepared | None, 
     summary = _summary(m, clip, det, frr, check, recipe)
     summary["confusable_accept_rate"] = None if conf is None else round(conf["rate"], 4)
     summary["threshold"] = thr
+    if from_real:  # the synthetic stream's false accepts at the raised threshold
+        summary["fa_per_hour"] = round(next(c["fa_per_hour"] for c in det["curve"] if c["threshold"] >= thr), 3)
     summary["threshold_from"] = "real speech" if from_real else "synthetic streams"
     summary |= real_summary(real, summary["frr"])
     report = {
