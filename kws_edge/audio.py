@@ -7,12 +7,12 @@ into a bounded queue and counts what it dropped.
 
 from __future__ import annotations
 
+import functools
 import math
 import queue
 import threading
 import wave
 from collections.abc import Iterator
-from fractions import Fraction
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -23,21 +23,23 @@ from kws_edge.errors import AudioError
 
 Int16Array = npt.NDArray[np.int16]
 DEFAULT_CHUNK = 1280  # samples: 80 ms at 16 kHz
+_IN_SCALE = 2.0 ** 4  # resampler input: multiples of 1/16 of an int16 step
+_TAP_SCALE = 2.0 ** 30  # resampler taps: multiples of 2**-30
 
 
-def _to_int16(x: npt.NDArray[np.float64]) -> Int16Array:
-    return np.clip(np.rint(x), -32768, 32767).astype(np.int16)
+def to_int16(x: npt.NDArray[np.float64]) -> Int16Array:
+    """Float samples on the int16 scale -> int16: rounded to nearest, clipped to the int16 range."""
+    y = np.rint(x)
+    return np.maximum(np.minimum(y, 32767, out=y), -32768, out=y).astype(np.int16)
 
 
-def resample(x: npt.NDArray[Any], from_rate: int, to_rate: int) -> Int16Array:
-    """Whole-signal polyphase resampling (for files)."""
+def resample(x: npt.ArrayLike, from_rate: int, to_rate: int) -> Int16Array:
+    """Whole-signal polyphase resampling (for files): :class:`StreamingResampler` fed everything at once,
+    then flushed, so it equals the streaming result sample for sample (and ``scipy.signal.resample_poly``)."""
     if from_rate == to_rate:
         return np.asarray(x, dtype=np.int16)
-    from scipy.signal import resample_poly
-
-    ratio = Fraction(to_rate, from_rate)
-    y = resample_poly(np.asarray(x, dtype=np.float64), ratio.numerator, ratio.denominator)
-    return _to_int16(y)
+    r = StreamingResampler(from_rate, to_rate)
+    return np.concatenate((r.process(x), r.flush()))
 
 
 def read_wav(path: Path | str, sample_rate: int = 16000) -> Int16Array:
@@ -71,20 +73,11 @@ def read_wav(path: Path | str, sample_rate: int = 16000) -> Int16Array:
         )
     if width == 2 and channels == 1 and rate == sample_rate:  # the common case: no conversion at all
         return np.frombuffer(raw, dtype="<i2").astype(np.int16)
-    if width == 1:
-        data = (np.frombuffer(raw, dtype=np.uint8).astype(np.int32) - 128) << 8
-    elif width == 2:
-        data = np.frombuffer(raw, dtype="<i2").astype(np.int32)
-    elif width == 3:
-        b = np.frombuffer(raw, dtype=np.uint8).reshape(-1, 3).astype(np.int32)
-        data = ((b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)) << 8) >> 16  # sign-extend, keep top 16 bits
-    elif width == 4:
-        data = np.frombuffer(raw, dtype="<i4") >> 16
-    else:
+    if width > 4:
         raise AudioError(f"{path}: {8 * width}-bit samples are not supported; expected 8, 16, 24 or 32-bit PCM")
-    mono = data.reshape(-1, channels).mean(axis=1) if channels > 1 else data.astype(np.float64)
+    mono = pcm_to_mono(raw[:nframes * frame_bytes], width, channels)
     if rate == sample_rate:
-        return _to_int16(np.asarray(mono, dtype=np.float64))
+        return to_int16(mono)
     return resample(mono, rate, sample_rate)
 
 
@@ -92,7 +85,7 @@ MAX_RATE = 384_000  # Hz: a header above this is not audio
 MAX_CHANNELS = 64
 
 
-def _pcm_to_mono(raw: bytes, width: int, channels: int) -> npt.NDArray[np.float64]:
+def pcm_to_mono(raw: bytes, width: int, channels: int) -> npt.NDArray[np.float64]:
     """Little-endian PCM bytes (whole frames) -> mono float samples on the int16 scale."""
     if width == 1:
         data = (np.frombuffer(raw, dtype=np.uint8).astype(np.int32) - 128) << 8
@@ -152,14 +145,17 @@ def wav_chunks(path: Path | str, sample_rate: int = 16000, chunk: int = DEFAULT_
             if width == 2 and channels == 1 and resampler is None:
                 out = np.frombuffer(raw, dtype="<i2").astype(np.int16)
             else:
-                mono = _pcm_to_mono(raw, width, channels)
-                out = resampler.process(mono) if resampler is not None else _to_int16(mono)
+                mono = pcm_to_mono(raw, width, channels)
+                out = resampler.process(mono) if resampler is not None else to_int16(mono)
             pending = np.concatenate((pending, out)) if len(pending) else out
             while len(pending) >= chunk:
                 yield pending[:chunk]
                 pending = pending[chunk:]
-        if len(pending):
-            yield pending
+        if resampler is not None:  # the last output samples wait for input after the end: zeros
+            pending = np.concatenate((pending, resampler.flush()))
+        while len(pending):
+            yield pending[:chunk]
+            pending = pending[chunk:]
 
 
 def _check_header(path: Path, channels: int, width: int, rate: int, nframes: int, sample_rate: int) -> None:
@@ -184,7 +180,7 @@ def write_wav(path: Path | str, samples: npt.ArrayLike, sample_rate: int = 16000
     """Write int16 mono PCM."""
     x = np.asarray(samples)
     if x.dtype != np.int16:
-        x = _to_int16(np.asarray(x, dtype=np.float64))
+        x = to_int16(np.asarray(x, dtype=np.float64))
     with wave.open(str(path), "wb") as w:
         w.setnchannels(1)
         w.setsampwidth(2)
@@ -216,52 +212,117 @@ def stdin_chunks(stream: BinaryIO, chunk: int = DEFAULT_CHUNK) -> Iterator[Int16
 
 
 class StreamingResampler:
-    """Resample a stream chunk by chunk (anti-alias low-pass with kept state, then linear interpolation).
+    """Linear-phase polyphase FIR resampling of a stream, chunk by chunk, with numpy only.
 
-    Output sample k sits at input position k * from_rate / to_rate, computed with integers, so the
-    result does not depend on how the input was chunked.
+    The result is ``scipy.signal.resample_poly(x, up, down)`` (Kaiser-windowed sinc, beta 5, 10 zero
+    crossings of the slower rate on each side) without importing SciPy: output sample k is
+    ``sum_i x[i] * h[k * down + half - i * up]`` with ``up/down = to_rate/from_rate`` in lowest terms and h
+    centred on tap ``half``, so output k sits at exactly ``k / to_rate`` seconds (no delay to correct).
+    Output k is emitted as soon as the input it needs has arrived (``half / up`` input samples of
+    look-ahead: 0.6 ms at 48 or 44.1 kHz). Taps are fixed point (multiples of 2**-30) and inputs multiples
+    of 2**-4 (exact for int16 and for the mean of 2, 4, 8 or 16 channels), so every product and partial sum is
+    exact in float64: the result does not depend on the summation order, hence not on the chunking, the
+    BLAS or the CPU. :meth:`flush` ends the stream: it zero-pads and emits the last samples,
+    ``ceil(n * up / down)`` in all, as the batch version does.
     """
 
-    def __init__(self, from_rate: int, to_rate: int) -> None:
-        from scipy.signal import butter, sosfilt_zi
+    _BLOCK = 4096  # outputs computed at once: bounds the temporary (block x taps) arrays
 
+    def __init__(self, from_rate: int, to_rate: int) -> None:
+        if from_rate <= 0 or to_rate <= 0:
+            raise AudioError(f"sample rates must be > 0 Hz, got {from_rate} -> {to_rate}")
         self.from_rate, self.to_rate = from_rate, to_rate
-        cutoff = min(0.45 * to_rate, 0.45 * from_rate) / (from_rate / 2)
-        self._sos = butter(8, cutoff, output="sos")
-        self._zi0 = sosfilt_zi(self._sos) * 0.0
+        g = math.gcd(from_rate, to_rate)
+        self.up, self.down = to_rate // g, from_rate // g
+        self._half = 10 * max(self.up, self.down)  # taps each side of the centre
+        self._phases = _polyphase_filter(self.up, self.down) if self.up != self.down else np.ones((1, 1))
         self.reset()
 
     def reset(self) -> None:
-        self._zi = self._zi0.copy()
-        self._prev: float = 0.0  # last filtered input sample (index self._n_in - 1)
+        """Forget the stream: the next sample is input sample 0 again."""
+        taps = self._phases.shape[1]
+        self._buf = np.zeros(taps - 1)  # input samples from index self._buf_start (zeros before sample 0)
+        self._buf_start = 1 - taps
         self._n_in = 0
         self._n_out = 0
 
     def process(self, x: npt.ArrayLike) -> Int16Array:
-        from scipy.signal import sosfilt
+        """Int16 (or float, on the int16 scale) samples at ``from_rate`` -> the int16 samples now complete."""
+        return to_int16(self._process(x))
 
-        if self.from_rate == self.to_rate:
-            return np.asarray(x, dtype=np.int16)
-        x = np.asarray(x, dtype=np.float64)
-        if x.size == 0:
-            return np.zeros(0, dtype=np.int16)
-        y, self._zi = sosfilt(self._sos, x, zi=self._zi)
-        ext = np.concatenate(([self._prev], y))  # ext[j] is input sample self._n_in - 1 + j
-        base = self._n_in - 1
-        end = self._n_in + x.size  # inputs available: indices < end
-        # outputs k with position k*from/to <= end-1
-        last_k = ((end - 1) * self.to_rate) // self.from_rate
-        ks = np.arange(self._n_out, last_k + 1)
-        num = ks * self.from_rate
-        idx = num // self.to_rate
-        frac = (num % self.to_rate) / self.to_rate
-        j = idx - base
-        nxt = np.minimum(j + 1, len(ext) - 1)
-        out = ext[j] * (1 - frac) + ext[nxt] * frac
-        self._prev = float(y[-1])
-        self._n_in = end
-        self._n_out = last_k + 1
-        return _to_int16(out)
+    def flush(self) -> Int16Array:
+        """End of stream: the remaining output samples (the input zero-padded); then :meth:`reset`."""
+        return to_int16(self._flush())
+
+    def _process(self, x: npt.ArrayLike) -> npt.NDArray[np.float64]:
+        if self.up == self.down:
+            return np.asarray(x, dtype=np.float64).reshape(-1)
+        y = np.multiply(np.asarray(x).reshape(-1), _IN_SCALE, dtype=np.float64)  # exact sums: see above
+        np.rint(y, out=y)
+        np.minimum(y, 32767 * _IN_SCALE, out=y)
+        np.maximum(y, -32768 * _IN_SCALE, out=y)
+        y *= 1 / _IN_SCALE
+        self._buf = np.concatenate((self._buf, y))
+        self._n_in += y.size
+        # output k is complete when its newest input (k * down + half) // up has arrived
+        return self._emit((self._n_in * self.up - 1 - self._half) // self.down + 1)
+
+    def _flush(self) -> npt.NDArray[np.float64]:
+        if self.up == self.down:
+            return np.zeros(0)
+        total = -(-self._n_in * self.up // self.down)  # ceil(n_in * up / down)
+        need = ((total - 1) * self.down + self._half) // self.up + 1 - self._n_in  # zeros after the last input
+        self._buf = np.concatenate((self._buf, np.zeros(max(0, need))))
+        out = self._emit(total)
+        self.reset()
+        return out
+
+    def _emit(self, end: int) -> npt.NDArray[np.float64]:
+        """Output samples self._n_out .. end-1 (all of whose inputs are in the buffer)."""
+        if end <= self._n_out:
+            return np.zeros(0)
+        up, down, taps, buf = self.up, self.down, self._phases.shape[1], self._buf
+        parts = []
+        for first in range(self._n_out, end, self._BLOCK):
+            n = min(end, first + self._BLOCK) - first
+            if up == 1:  # one phase; output k reads `taps` inputs from k * down + half - (taps - 1) on
+                offset = first * down + self._half - (taps - 1) - self._buf_start
+                windows = np.ndarray((n, taps), np.float64, buf, 8 * offset, (8 * down, 8))  # a view, no copy
+                parts.append(np.einsum("ij,j->i", windows, self._phases[0]))
+            else:
+                t = np.arange(first, first + n, dtype=np.int64) * down + self._half
+                rows = np.ndarray((len(buf) - taps + 1, taps), np.float64, buf, 0, (8, 8))  # row i: from i on
+                windows = rows[t // up - (taps - 1) - self._buf_start]
+                parts.append(np.einsum("ij,ij->i", windows, self._phases[t % up]))
+        self._n_out = end
+        keep = (end * down + self._half) // up - (taps - 1)  # oldest input of the next output
+        drop = min(keep - self._buf_start, len(buf))
+        if drop > 0:
+            self._buf = buf[drop:]
+            self._buf_start += drop
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+@functools.lru_cache(maxsize=16)
+def _polyphase_filter(up: int, down: int) -> npt.NDArray[np.float64]:
+    """The anti-alias filter of ``resample_poly(x, up, down)`` (``firwin(2 * half + 1, 1 / max(up, down),
+    window=('kaiser', 5.0)) * up``) split into ``up`` phases: row p holds taps p, p + up, p + 2 up, ...
+    reversed, so that row ``t % up`` dotted with the inputs ending at ``t // up`` gives output ``t``.
+    Designed once per rate pair; the array is read-only because it is shared."""
+    half = 10 * max(up, down)
+    cutoff = 1.0 / max(up, down)  # of the Nyquist frequency of the upsampled signal
+    m = np.arange(2 * half + 1) - half
+    h = cutoff * np.sinc(cutoff * m) * np.kaiser(2 * half + 1, 5.0)
+    h *= up / h.sum()
+    taps = -(-len(h) // up)
+    h = np.rint(np.concatenate((h, np.zeros(taps * up - len(h)))) * _TAP_SCALE) / _TAP_SCALE
+    phases = np.ascontiguousarray(h.reshape(taps, up).T[:, ::-1])
+    # |x| <= 2**15 in steps of 2**-4, taps in steps of 2**-30: a partial sum is an integer multiple of
+    # 2**-34 below L1 * 2**49 (L1: the largest sum of |tap| of a phase, ~1.8), exact in float64 if L1 < 16
+    if np.abs(phases).sum(axis=1).max() >= 16:
+        raise AudioError(f"resampling filter for {down} -> {up} does not fit exact float64 sums")
+    phases.flags.writeable = False
+    return phases
 
 
 def list_input_devices() -> list[dict[str, Any]]:

@@ -38,7 +38,7 @@ from wyoming.wake import Detect, Detection, NotDetected
 
 from kws_edge import __version__
 from kws_edge import config as cfg
-from kws_edge.audio import MAX_CHANNELS, MAX_RATE, StreamingResampler, _pcm_to_mono, _to_int16
+from kws_edge.audio import MAX_CHANNELS, MAX_RATE, StreamingResampler, pcm_to_mono, to_int16
 from kws_edge.errors import KwsError
 from kws_edge.model import ModelRunner
 from kws_edge.pipeline import Detector
@@ -77,8 +77,8 @@ class PcmConverter:
             return np.zeros(0, dtype=np.int16)
         if self.width == 2 and self.channels == 1 and self._resampler is None:
             return np.frombuffer(raw, dtype="<i2").astype(np.int16)
-        mono = _pcm_to_mono(raw, self.width, self.channels)
-        return self._resampler.process(mono) if self._resampler is not None else _to_int16(mono)
+        mono = pcm_to_mono(raw, self.width, self.channels)
+        return self._resampler.process(mono) if self._resampler is not None else to_int16(mono)
 
 
 @dataclass(frozen=True)

@@ -205,11 +205,6 @@ def test_44k_stereo_gives_what_detect_gives_and_the_same_wake_words(server: Serv
                                                        strict=True))
 
 
-@pytest.mark.xfail(strict=True, reason="kws_edge.audio.StreamingResampler (8th-order Butterworth at 7.2 kHz, then "
-                   "linear interpolation) changes the 16k->44.1k->16k round trip enough that the commands model, "
-                   "whose thresholds sit at int8 saturation (255/256), finds 'yes' at 4.72 s and misses 'on' at "
-                   "13.06 s; a linear-phase polyphase round trip (scipy resample_poly) gives the 16 kHz detections "
-                   "exactly")
 def test_44k_stereo_gives_every_16k_mono_detection(server: Server, reference: Found, stereo44: Path) -> None:
     found, _ = asyncio.run(_run(server.port, stereo44, 30))
     assert [n for n, _ in found] == [n for n, _ in reference]
