@@ -73,7 +73,7 @@ def prepare(recipe: Recipe, cache_dir: Path, workers: int, with_stream: bool = T
     if recipe.dataset.real_negatives:
         from training import augment
 
-        bank.room = augment.room_tone([c.samples for c in clips["train"] if c.voice.startswith("real:")])
+        bank.room = augment.room_tone([c.samples for c in real[:len(real) // recipe.dataset.real_negative_weight]])
         log.info("room tone: %d stretches, %.0f s", len(bank.room), sum(map(len, bank.room)) / 16000)
     if recipe.dataset.speech_commands:
         bank.files += sc.background_noise(Path(recipe.dataset.speech_commands))
@@ -87,8 +87,9 @@ def real_negative_clips(recipe: Recipe) -> list[sources.Clip]:
     from training import realvoice
 
     root = realvoice.realvoice_dir(recipe.dataset.realvoice_dir or None)
-    return [sources.Clip(c.samples, "_unknown_", "train", "sentence", f"real:{folder}/{c.path.stem[:8]}")
-            for folder in recipe.dataset.real_negatives for c in realvoice.load_folder(root, folder)]
+    clips = [sources.Clip(c.samples, "_unknown_", "train", "sentence", f"real:{folder}/{c.path.stem[:8]}")
+             for folder in recipe.dataset.real_negatives for c in realvoice.load_folder(root, folder)]
+    return clips * recipe.dataset.real_negative_weight  # each copy gets its own augmentation seed
 
 
 def _drop_long_keywords(recipe: Recipe, clips: dict[str, list[sources.Clip]]) -> dict[str, list[sources.Clip]]:

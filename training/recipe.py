@@ -111,6 +111,7 @@ class DatasetSection:
     # computer/ and view_glass/ are validation only and refused here (see training/realvoice.py).
     real_negatives: tuple[str, ...] = ()
     realvoice_dir: str = ""  # empty: $KWS_EDGE_REALVOICE, else ../shared/data/realvoice next to the repo
+    real_negative_weight: int = 1  # each real clip is used this many times (differently augmented)
 
 
 @dataclass(frozen=True)
@@ -228,6 +229,9 @@ def _check(r: Recipe, where: str) -> None:
     if banned:
         raise ConfigError(f"{where}: dataset.real_negatives: {banned} are validation only (never trained on); "
                           "use other folders, e.g. snowboy, smart_mirror")
+    if r.dataset.real_negative_weight < 1:
+        raise ConfigError(f"{where}: dataset.real_negative_weight: expected an integer >= 1, "
+                          f"got {r.dataset.real_negative_weight}")
     if not 0.0 <= a.mic_prob <= 1.0:
         raise ConfigError(f"{where}: augment.mic_prob: expected a fraction in [0, 1], got {a.mic_prob}")
     if min(r.train.time_masks, r.train.time_mask_frames, r.train.freq_masks) < 0:
