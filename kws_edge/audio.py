@@ -82,6 +82,7 @@ def read_wav(path: Path | str, sample_rate: int = 16000) -> Int16Array:
 
 
 MAX_RATE = 384_000  # Hz: a header above this is not audio
+MAX_RATIO_TERM = 2000  # largest up or down factor resampled (88.2 kHz -> 16 kHz is 80/441)
 MAX_CHANNELS = 64
 
 
@@ -234,6 +235,9 @@ class StreamingResampler:
         self.from_rate, self.to_rate = from_rate, to_rate
         g = math.gcd(from_rate, to_rate)
         self.up, self.down = to_rate // g, from_rate // g
+        if max(self.up, self.down) > MAX_RATIO_TERM:  # e.g. 383999 Hz: a 7.7 M-tap filter
+            raise AudioError(f"cannot resample {from_rate} Hz to {to_rate} Hz: the ratio {self.up}/{self.down} "
+                             "is too fine; use a standard rate (8, 11.025, 16, 22.05, 32, 44.1, 48, 96 kHz, ...)")
         self._half = 10 * max(self.up, self.down)  # taps each side of the centre
         self._phases = _polyphase_filter(self.up, self.down) if self.up != self.down else np.ones((1, 1))
         self.reset()

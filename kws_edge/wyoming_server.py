@@ -39,7 +39,7 @@ from wyoming.wake import Detect, Detection, NotDetected
 from kws_edge import __version__
 from kws_edge import config as cfg
 from kws_edge.audio import MAX_CHANNELS, MAX_RATE, StreamingResampler, pcm_to_mono, to_int16
-from kws_edge.errors import KwsError
+from kws_edge.errors import AudioError, KwsError
 from kws_edge.model import ModelRunner
 from kws_edge.pipeline import Detector
 
@@ -66,7 +66,10 @@ class PcmConverter:
                              f"1-{MAX_RATE} Hz, 1-4 bytes (8-bit unsigned as in WAV), 1-{MAX_CHANNELS} channels")
         self.rate, self.width, self.channels = rate, width, channels
         self._frame = width * channels
-        self._resampler = StreamingResampler(rate, to_rate) if rate != to_rate else None
+        try:
+            self._resampler = StreamingResampler(rate, to_rate) if rate != to_rate else None
+        except AudioError as exc:
+            raise ValueError(str(exc)) from None
         self._rest = b""
 
     def process(self, data: bytes) -> npt.NDArray[np.int16]:
@@ -79,6 +82,11 @@ class PcmConverter:
             return np.frombuffer(raw, dtype="<i2").astype(np.int16)
         mono = pcm_to_mono(raw, self.width, self.channels)
         return self._resampler.process(mono) if self._resampler is not None else to_int16(mono)
+
+    def flush(self) -> npt.NDArray[np.int16]:
+        """End of stream: the resampler's last samples (a partial frame is dropped)."""
+        self._rest = b""
+        return self._resampler.flush() if self._resampler is not None else np.zeros(0, dtype=np.int16)
 
 
 @dataclass(frozen=True)
@@ -283,6 +291,9 @@ class WakeHandler(AsyncEventHandler):
         if s is None:
             raise ClientError("audio-stop before audio-start")
         if s.detector is not None:
+            tail = s.converter.flush()
+            s.samples += len(tail)
+            await self._report(s.detector.process(tail) if len(tail) else [])
             await self._report(s.detector.flush())
         log.debug("client %s: audio-stop after %s, %d detection(s)", self.peer, self._heard(), s.detected)
         self.stream = None

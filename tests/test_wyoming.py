@@ -260,6 +260,9 @@ async def _bad_client(port: int, case: str) -> bytes:
     elif case == "huge-payload":
         writer.write(json.dumps({"type": "audio-chunk", "data": {"rate": 16000, "width": 2, "channels": 1},
                                  "payload_length": 2**31}).encode() + b"\n" + bytes(1000))
+    elif case == "odd-rate":
+        await async_write_event(Detect().event(), writer)
+        await async_write_event(AudioStart(383999, 2, 1).event(), writer)
     elif case == "audio-before-start":
         await async_write_event(Detect().event(), writer)
         await async_write_event(chunk.event(), writer)
@@ -282,6 +285,7 @@ BAD_CASES = {
     "invalid-json": "invalid JSON header",
     "unknown-event": "unknown event type 'transcribe-everything'",
     "huge-payload": "payload_length 2147483648 exceeds the limit",
+    "odd-rate": "cannot resample 383999 Hz to 16000 Hz",
     "audio-before-start": "audio-chunk before audio-start",
     "disconnect-mid-stream": "disconnected mid-stream after 0.10 s of audio",
 }
