@@ -22,7 +22,7 @@ def _write(tmp_path: Path, text: str) -> Path:
     return p
 
 
-@pytest.mark.parametrize("name", ["hey_jarvis", "commands"])
+@pytest.mark.parametrize("name", ["hey_jarvis", "commands", "computer", "default"])
 def test_shipped_recipes_parse(name: str) -> None:
     r = load_recipe(REPO / "training" / "recipes" / f"{name}.toml")
     assert r.name == name
@@ -78,7 +78,7 @@ def test_missing_tts_engine_names_the_debian_package(tmp_path: Path, capsys: pyt
     path = _write(tmp_path, BASE + '[synthesis]\nengines = ["flite"]\n')
     assert main(["train", "--recipe", str(path), "--out", str(tmp_path / "m")]) == 2
     err = capsys.readouterr().err
-    assert "'flite' not found" in err and "apt-get install flite" in err
+    assert "'flite' is not usable (flite not found on PATH)" in err and "apt-get install flite" in err
     assert os.environ["PATH"] == str(empty)
 
 
@@ -91,3 +91,29 @@ def test_confusables_and_sentences_exclude_the_keyword() -> None:
     for s in sentences(200, seed=4, exclude=cmds):
         assert not set(s.split()) & set(cmds)
     assert keyword_label("Hey  Jarvis") == "hey_jarvis"
+
+
+def test_default_recipe_is_the_measured_computer_recipe() -> None:
+    """`train --keyword` uses default.toml; its settings are those of computer.toml, the recipe whose model
+    is measured on real recordings, so the default's real-voice figures are known."""
+    import tomllib
+
+    read = lambda n: tomllib.loads((REPO / "training" / "recipes" / f"{n}.toml").read_text())  # noqa: E731
+    default, computer = read("default"), read("computer")
+    tables = {k for k, v in computer.items() if isinstance(v, dict)}
+    assert tables and {k: default[k] for k in tables} == {k: computer[k] for k in tables}
+
+
+def test_keyword_recipe_drops_real_voice_parts_without_the_recordings(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch,
+                                                                      realvoice_root: Path) -> None:
+    from training.cli import default_recipe
+
+    monkeypatch.setenv("KWS_EDGE_REALVOICE", str(realvoice_root))
+    with_real = parse_recipe(default_recipe("hey_bob", ["hey bob"]), "--keyword")
+    assert with_real.dataset.real_negatives == ("snowboy", "smart_mirror") and "room" in with_real.augment.noise_kinds
+    assert with_real.name == "hey_bob" and with_real.kind == "wakeword" and with_real.keywords == ("hey bob",)
+    monkeypatch.setenv("KWS_EDGE_REALVOICE", str(tmp_path / "nowhere"))
+    without = parse_recipe(default_recipe("yes_no", ["yes", "no"]), "--keyword")
+    assert without.dataset.real_negatives == () and "room" not in without.augment.noise_kinds
+    assert without.kind == "commands" and without.model == with_real.model

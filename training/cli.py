@@ -43,6 +43,30 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     _common(p)
 
 
+def default_recipe(name: str, words: list[str]) -> dict[str, object]:
+    """``training/recipes/default.toml`` for these keywords (a wake word; several words: commands), without
+    the real-voice parts when the recordings are not on this machine."""
+    import logging
+    import tomllib
+
+    from training import realvoice
+
+    data = tomllib.loads((REPO / "training" / "recipes" / "default.toml").read_text(encoding="utf-8"))
+    data |= {"name": name, "keywords": words, "kind": "wakeword" if len(words) == 1 else "commands",
+             "description": f"{' / '.join(words)}: the default recipe (training/recipes/default.toml)"}
+    try:
+        have = set(realvoice.folders(realvoice.realvoice_dir()))
+    except ConfigError:
+        have = set()
+    if not set(data["dataset"].get("real_negatives", [])) <= have:
+        logging.getLogger("kws_edge.training").warning(
+            "real-voice recordings not found (%s or $KWS_EDGE_REALVOICE): training on TTS voices only",
+            realvoice.DEFAULT_DIR)
+        data["dataset"] = {k: v for k, v in data["dataset"].items() if not k.startswith("real_negative")}
+        data["augment"]["noise_kinds"] = [k for k in data["augment"]["noise_kinds"] if k != "room"]
+    return data
+
+
 def _recipe(args: argparse.Namespace) -> object:
     import dataclasses
 
@@ -54,8 +78,7 @@ def _recipe(args: argparse.Namespace) -> object:
     else:
         words = list(args.keyword)
         name = "_".join(keyword_label(w) for w in words if w.strip()) or "model"
-        recipe = parse_recipe({"name": name, "kind": "wakeword" if len(words) == 1 else "commands",
-                               "keywords": words}, "--keyword")
+        recipe = parse_recipe(default_recipe(name, words), "--keyword")
     if getattr(args, "epochs", None):
         recipe = dataclasses.replace(recipe, train=dataclasses.replace(recipe.train, epochs=args.epochs))
     return recipe
