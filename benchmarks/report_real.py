@@ -159,6 +159,7 @@ def plots(results: dict[str, Any], out: Path, plt: Any) -> list[Path]:
     ax1.barh(range(len(rows)), vals, color="tab:red")
     ax1.set_yticks(range(len(rows)), labels, fontsize=7)
     ax1.set_xscale("symlog", linthresh=1)
+    ax1.set_xlim(0, max(2.0, 1.5 * max(vals)))
     ax1.set_xlabel("false accepts per hour at the default threshold")
     ax1.set_title("Real speech: FA/h (shipped thresholds)")
     for i, v in enumerate(vals):
@@ -173,6 +174,7 @@ def plots(results: dict[str, Any], out: Path, plt: Any) -> list[Path]:
     ax2.axhline(1.0, color="grey", linestyle="--", linewidth=1)
     ax2.axhline(0.5, color="grey", linestyle=":", linewidth=1)
     ax2.set_yscale("symlog", linthresh=0.5)
+    ax2.set_ylim(bottom=0)
     ax2.set_xlabel("threshold (pocketsphinx: its 4 kws_threshold values, low to high)")
     ax2.set_ylabel("false accepts per hour on real speech")
     ax2.set_title("Real speech: FA/h over the threshold sweep")
