@@ -93,6 +93,12 @@ def test_confusables_and_sentences_exclude_the_keyword() -> None:
     assert keyword_label("Hey  Jarvis") == "hey_jarvis"
 
 
+@pytest.mark.parametrize("step", ["a", "b", "c"])
+def test_step_recipes_parse(step: str) -> None:
+    r = load_recipe(REPO / "training" / "recipes" / "steps" / f"computer_step_{step}.toml")
+    assert r.keywords == ("computer",) and r.dataset.real_negatives == ("snowboy", "smart_mirror")
+
+
 def test_default_recipe_is_the_measured_computer_recipe() -> None:
     """`train --keyword` uses default.toml; its settings are those of computer.toml, the recipe whose model
     is measured on real recordings, so the default's real-voice figures are known."""
