@@ -94,6 +94,9 @@ class EvalConfig:
     # over clean and 10 dB. Choosing a threshold on them is allowed; the real FA/h then is not unbiased.
     real_threshold: bool = True
     real_target_fa_per_hour: float = 1.0
+    # With real speech available: "both" keeps the threshold at least as high as the synthetic stream's
+    # choice; "real" lets the real speech alone decide (the synthetic FA/h is then only reported).
+    threshold_from: str = "both"
 
 
 @dataclass(frozen=True)
@@ -236,6 +239,8 @@ def _check(r: Recipe, where: str) -> None:
         raise ConfigError(f"{where}: augment.mic_prob: expected a fraction in [0, 1], got {a.mic_prob}")
     if min(r.train.time_masks, r.train.time_mask_frames, r.train.freq_masks) < 0:
         raise ConfigError(f"{where}: train.time_masks/time_mask_frames/freq_masks must be >= 0")
+    if r.eval.threshold_from not in ("both", "real"):
+        raise ConfigError(f"{where}: eval.threshold_from: expected 'both' or 'real', got {r.eval.threshold_from!r}")
     if r.eval.negative_hours <= 0:
         raise ConfigError(f"{where}: eval.negative_hours must be > 0")
 

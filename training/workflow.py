@@ -87,7 +87,7 @@ def evaluate_recipe(manifest_path: Path, recipe: Recipe, prep: Prepared | None, 
     params = DecisionParams({k: thr for k in m.keywords}, dd["smoothing_ms"], dd["min_hits"], d0.refractory_ms)
     real = real_voice_check(runner, params, realvoice_dir)
     raised = _real_threshold(real, recipe.eval.real_target_fa_per_hour) if recipe.eval.real_threshold else None
-    from_real = raised is not None and raised > thr
+    from_real = raised is not None and (raised > thr or recipe.eval.threshold_from == "real")
     if raised is not None and from_real:
         log.info("threshold %.3f -> %.3f: <= %.2f false accepts per hour on real speech", thr, raised,
                  recipe.eval.real_target_fa_per_hour)

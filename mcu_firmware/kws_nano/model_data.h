@@ -2,8 +2,8 @@
 #ifndef KWS_EDGE_G_MODEL_MODEL_DATA_H_
 #define KWS_EDGE_G_MODEL_MODEL_DATA_H_
 
-#define G_MODEL_SHA256 "9ff700feeb1d337f41677a74e87941084d24e459163e3f3c58669a0b071974fb"
-#define G_MODEL_SIZE 34640
+#define G_MODEL_SHA256 "18c010b588713c3891b759289c4f523d67d4d1b2f92519dec50d8805465e832d"
+#define G_MODEL_SIZE 47600
 
 extern const unsigned char g_model[];
 extern const unsigned int g_model_len;
