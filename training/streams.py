@@ -47,7 +47,8 @@ def _segment(clip: npt.NDArray[np.float64], rng: np.random.Generator, bank: aug.
     if snr_db < CLEAN_SNR:
         noise = bank.segment(kinds[int(rng.integers(len(kinds)))], len(seg), rng)
         active = seg[pre:pre + len(clip)]
-        p = float(np.mean(active[np.abs(active) > 0.05 * (np.max(np.abs(active)) or 1.0)] ** 2) or 1.0)
+        loud = active[np.abs(active) > 0.05 * (np.max(np.abs(active)) or 1.0)]
+        p = float(np.mean(loud**2)) if loud.size else 1.0  # an all-zero clip: noise at a nominal level
         seg = seg + noise * np.sqrt(p / 10 ** (snr_db / 10))
     return seg + rng.standard_normal(len(seg)), pre
 
