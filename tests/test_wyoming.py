@@ -200,7 +200,7 @@ def test_44k_stereo_gives_what_detect_gives_and_the_same_wake_words(server: Serv
     assert asyncio.run(_run(server.port, stereo44, 100))[0] == found  # and chunking does not matter,
     assert asyncio.run(_run(server.port, stereo44, -4001))[0] == found  # even chunks that split frames
     jarvis = [ms for n, ms in found if n == "hey_jarvis"]
-    assert len(jarvis) == 2
+    assert len(jarvis) >= 2 and len(jarvis) == len([n for n, _ in reference if n == "hey_jarvis"])
     assert all(abs(a - b) <= STRIDE_MS for a, b in zip(jarvis, [ms for n, ms in reference if n == "hey_jarvis"],
                                                        strict=True))
 
@@ -328,7 +328,8 @@ def test_service_serves_wyoming_without_microphone_with_sd_notify_and_sighup(tmp
         try:
             wait_until(lambda: "READY=1" in notify.lines(), what="READY=1")
             found, _ = asyncio.run(_run(port, DEMO, 50, names=["hey_jarvis"]))
-            assert [n for n, _ in found] == ["hey_jarvis", "hey_jarvis"]
+            assert [n for n, _ in found] == [n for n, _ in _detect_json(DEMO) if n == "hey_jarvis"]
+            assert len(found) >= 2
             wait_until(lambda: "WATCHDOG=1" in notify.lines(), what="WATCHDOG=1 from the Wyoming-only loop")
             proc.send_signal(signal.SIGHUP)
             wait_until(lambda: "RELOADING=1" in notify.lines(), what="RELOADING=1")
