@@ -42,13 +42,10 @@ def resample(x: npt.ArrayLike, from_rate: int, to_rate: int) -> Int16Array:
     return np.concatenate((r.process(x), r.flush()))
 
 
-def read_wav(path: Path | str, sample_rate: int = 16000) -> Int16Array:
-    """Read a PCM WAV (8/16/24/32-bit, any rate, any channel count) as int16 mono at ``sample_rate``."""
-    path = Path(path)
+def _open_wav(path: Path) -> wave.Wave_read:
+    """``wave.open`` with every way a file can fail to be a PCM WAV turned into one AudioError line."""
     try:
-        with wave.open(str(path), "rb") as w:
-            channels, width, rate, nframes = w.getnchannels(), w.getsampwidth(), w.getframerate(), w.getnframes()
-            raw = w.readframes(nframes)
+        return wave.open(str(path), "rb")  # the caller closes it
     except FileNotFoundError:
         raise AudioError(f"{path}: no such file") from None
     except IsADirectoryError:
@@ -56,13 +53,23 @@ def read_wav(path: Path | str, sample_rate: int = 16000) -> Int16Array:
     except wave.Error as exc:
         msg = str(exc)
         if "unknown format" in msg:
-            raise AudioError(
-                f"{path}: not PCM ({msg}); expected integer PCM WAV, convert with "
-                f"'sox {path.name} -b 16 out.wav'"
-            ) from None
+            raise AudioError(f"{path}: not PCM ({msg}); expected integer PCM WAV, convert with "
+                             f"'sox {path.name} -b 16 out.wav'") from None
         raise AudioError(f"{path}: not a readable WAV file ({msg}); expected a RIFF/WAVE PCM file") from None
-    except EOFError:
-        raise AudioError(f"{path}: truncated WAV header; expected a complete RIFF/WAVE PCM file") from None
+    except (EOFError, OSError) as exc:
+        raise AudioError(f"{path}: truncated or unreadable WAV header ({exc or 'EOF'}); expected a complete "
+                         "RIFF/WAVE PCM file") from None
+
+
+def read_wav(path: Path | str, sample_rate: int = 16000) -> Int16Array:
+    """Read a PCM WAV (8/16/24/32-bit, any rate, any channel count) as int16 mono at ``sample_rate``."""
+    path = Path(path)
+    with _open_wav(path) as w:
+        channels, width, rate, nframes = w.getnchannels(), w.getsampwidth(), w.getframerate(), w.getnframes()
+        try:
+            raw = w.readframes(nframes)
+        except (EOFError, OSError) as exc:
+            raise AudioError(f"{path}: truncated or unreadable WAV data ({exc or 'EOF'})") from None
     frame_bytes = channels * width
     if frame_bytes == 0 or rate <= 0:
         raise AudioError(f"{path}: bad WAV header ({channels} channels, {width} bytes/sample, {rate} Hz)")
@@ -113,21 +120,7 @@ def wav_chunks(path: Path | str, sample_rate: int = 16000, chunk: int = DEFAULT_
     if chunk <= 0:
         raise AudioError(f"chunk size must be > 0 samples, got {chunk}")
     path = Path(path)
-    try:
-        w = wave.open(str(path), "rb")  # noqa: SIM115 (closed by the with block below)
-    except FileNotFoundError:
-        raise AudioError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise AudioError(f"{path}: is a directory, expected a WAV file") from None
-    except wave.Error as exc:
-        msg = str(exc)
-        if "unknown format" in msg:
-            raise AudioError(f"{path}: not PCM ({msg}); expected integer PCM WAV, convert with "
-                             f"'sox {path.name} -b 16 out.wav'") from None
-        raise AudioError(f"{path}: not a readable WAV file ({msg}); expected a RIFF/WAVE PCM file") from None
-    except (EOFError, OSError) as exc:
-        raise AudioError(f"{path}: truncated or unreadable WAV header ({exc or 'EOF'}); expected a complete "
-                         "RIFF/WAVE PCM file") from None
+    w = _open_wav(path)
     with w:
         channels, width, rate, nframes = w.getnchannels(), w.getsampwidth(), w.getframerate(), w.getnframes()
         _check_header(path, channels, width, rate, nframes, sample_rate)
