@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import tty
 from pathlib import Path
 
 import pytest
@@ -13,8 +12,7 @@ import pytest
 from kws_edge import manifest as mf
 from tests.test_service_support import (
     KWS_EDGE,
-    Broker,
-    Subscriber,
+    board_daemon,
     hermetic_env,
     needs_mosquitto,
     noise_wav,
@@ -29,34 +27,12 @@ def test_serial_detections_are_published_with_source_mcu(tmp_path: Path) -> None
     protocol = pytest.importorskip("kws_edge.protocol")
     model = tiny_model()
     sha = mf.load(model).sha256
-    master, slave = os.openpty()
-    tty.setraw(slave)
-    config = tmp_path / "serial.toml"
-    config.write_text(f'[serial]\nenabled = true\nport = "{os.ttyname(slave)}"\nbaudrate = 115200\n')
-    wav = noise_wav(tmp_path / "noise.wav", 30.0, seed=11)
-    broker = Broker(tmp_path / "broker").start()
-    sub = Subscriber(broker, "kws_edge/+/detection")
-    log = tmp_path / "daemon.log"
-    cmd = [*KWS_EDGE, "run", "--config", str(config), "--input", str(wav), "--realtime", "--mqtt-url",
-           broker.url, "--device-id", "dev1", "--model", str(model), "--threshold", "yes=1.0", "--threshold",
-           "no=1.0", "--state-dir", str(tmp_path / "state")]
-    with open(log, "wb") as err:
-        proc = subprocess.Popen(cmd, env=hermetic_env(tmp_path), stdout=subprocess.DEVNULL, stderr=err)
-    try:
-        wait_until(lambda: "connected to " + os.ttyname(slave) in log.read_text(), what="the bridge")
-        os.write(master, protocol.format_hello("1.0.0", sha[:8], "tiny"))
-        os.write(master, protocol.format_detection("yes", 0.875, 12345))
-        wait_until(lambda: sub.detections(), what="the Nano's detection")
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(30) == 0, log.read_text()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        sub.close()
-        broker.stop()
-        os.close(master)
-        os.close(slave)
-    [det] = sub.detections()
+    with board_daemon(tmp_path, "baudrate = 115200\n", "kws_edge/+/detection", model) as d:
+        os.write(d.board, protocol.format_hello("1.0.0", sha[:8], "tiny"))
+        os.write(d.board, protocol.format_detection("yes", 0.875, 12345))
+        wait_until(lambda: d.sub.detections(), what="the Nano's detection")
+        d.stop()
+    [det] = d.sub.detections()
     assert (det["keyword"], det["score"], det["source"], det["model"], det["model_sha256"], det["seq"]) == \
         ("yes", 0.875, "mcu", "tiny", sha, 1)
 

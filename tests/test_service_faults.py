@@ -13,7 +13,6 @@ import signal
 import struct
 import subprocess
 import sys
-import tty
 import wave
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from tests.test_service_support import (
     KWS_EDGE,
     Broker,
     Subscriber,
+    board_daemon,
     detect_json,
     hermetic_env,
     needs_mosquitto,
@@ -71,35 +71,14 @@ def test_bad_names_are_refused_by_every_loader(name: str, tmp_path: Path) -> Non
 def test_poisoned_board_lines_never_reach_the_broker_and_later_ones_arrive(tmp_path: Path) -> None:
     pytest.importorskip("serial")
     model = tiny_model()
-    master, slave = os.openpty()
-    tty.setraw(slave)
-    config = tmp_path / "serial.toml"
-    config.write_text(f'[serial]\nenabled = true\nport = "{os.ttyname(slave)}"\n[mqtt]\nhermes = true\n')
-    wav = noise_wav(tmp_path / "noise.wav", 30.0, seed=11)
-    broker = Broker(tmp_path / "broker").start()
-    sub = Subscriber(broker, "#")
-    log = tmp_path / "daemon.log"
-    cmd = [*KWS_EDGE, "run", "--config", str(config), "--input", str(wav), "--realtime", "--mqtt-url",
-           broker.url, "--device-id", "dev1", "--model", str(model), "--threshold", "yes=1.0", "--threshold",
-           "no=1.0", "--state-dir", str(tmp_path / "state")]
-    with open(log, "wb") as err:
-        proc = subprocess.Popen(cmd, env=hermetic_env(tmp_path), stdout=subprocess.DEVNULL, stderr=err)
-    try:
-        wait_until(lambda: "connected to " + os.ttyname(slave) in log.read_text(), what="the bridge")
-        os.write(master, protocol.format_detection("yes", 0.5, 1))
+    with board_daemon(tmp_path, "", "#", model, config_extra="[mqtt]\nhermes = true\n") as d:
+        os.write(d.board, protocol.format_detection("yes", 0.5, 1))
         for bad in (b"x\x00y", b"x\x1by", b"a/+/#", b"$SYS", b"x/y"):
-            os.write(master, _line(bad))
-        os.write(master, protocol.format_detection("no", 0.6, 2))
-        wait_until(lambda: len(sub.detections()) >= 2, what="the two valid detections")
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(30) == 0, log.read_text()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        sub.close()
-        broker.stop()
-        os.close(master)
-        os.close(slave)
+            os.write(d.board, _line(bad))
+        os.write(d.board, protocol.format_detection("no", 0.6, 2))
+        wait_until(lambda: len(d.sub.detections()) >= 2, what="the two valid detections")
+        d.stop()
+    sub, log = d.sub, d.log
     dets = sub.detections()
     assert [(d["keyword"], d["seq"]) for d in dets] == [("yes", 1), ("no", 2)]
     topics = [t for t, _, _ in sub.messages if t.startswith("hermes/")]

@@ -6,19 +6,23 @@ Every broker listens on a free 127.0.0.1 port and lives in the test's temp dir.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
 import json
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import tty
 import wave
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -212,3 +216,48 @@ def hermetic_env(tmp: Path, **extra: str) -> dict[str, str]:
            if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM")}
     env.update(HOME=str(tmp), KWS_EDGE_MODELS=str(tmp / "no-models"), PYTHONPATH=str(REPO), **extra)
     return env
+
+
+@dataclass
+class BoardDaemon:
+    """``kws-edge run`` on 30 s of noise, its serial bridge on a real pty whose other end plays the board."""
+
+    board: int  # write KWS1 lines here
+    sub: Subscriber
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def stop(self) -> None:
+        """SIGTERM, and the daemon must exit 0."""
+        self.proc.send_signal(signal.SIGTERM)
+        assert self.proc.wait(30) == 0, self.log.read_text()
+
+
+@contextlib.contextmanager
+def board_daemon(tmp_path: Path, serial_extra: str, topic: str, model: Path,
+                 config_extra: str = "") -> Iterator[BoardDaemon]:
+    """Start a broker, a subscriber to ``topic`` and the daemon with ``[serial]`` on a pty; wait until the
+    bridge is connected; tear everything down afterwards."""
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    config = tmp_path / "serial.toml"
+    config.write_text(f'[serial]\nenabled = true\nport = "{os.ttyname(slave)}"\n{serial_extra}{config_extra}')
+    wav = noise_wav(tmp_path / "noise.wav", 30.0, seed=11)
+    broker = Broker(tmp_path / "broker").start()
+    sub = Subscriber(broker, topic)
+    log = tmp_path / "daemon.log"
+    cmd = [*KWS_EDGE, "run", "--config", str(config), "--input", str(wav), "--realtime", "--mqtt-url",
+           broker.url, "--device-id", "dev1", "--model", str(model), "--threshold", "yes=1.0", "--threshold",
+           "no=1.0", "--state-dir", str(tmp_path / "state")]
+    with open(log, "wb") as err:
+        proc = subprocess.Popen(cmd, env=hermetic_env(tmp_path), stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        wait_until(lambda: "connected to " + os.ttyname(slave) in log.read_text(), what="the bridge")
+        yield BoardDaemon(master, sub, proc, log)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        sub.close()
+        broker.stop()
+        os.close(master)
+        os.close(slave)
