@@ -131,6 +131,12 @@ def build_corpus(cfg: CorpusConfig, cache: Path, log: Any = None) -> Corpus:
     streams.append(_negatives(cfg, np.random.default_rng([cfg.seed, 2]), babble, tts_cache, tmp, forbidden))
     if log:
         log(f"corpus: negatives ({streams[-1].duration_s:.0f} s)")
+    return publish(cfg, streams, tmp, root)
+
+
+def publish(cfg: Any, streams: list[Stream], tmp: Path, root: Path) -> Corpus:
+    """Write ``labels.json`` into the finished ``tmp`` folder, move it to ``root`` (replacing an old
+    one) and load it back."""
     labels = {"schema": SCHEMA, "config": dataclasses.asdict(cfg), "streams": [dataclasses.asdict(s)
                                                                                for s in streams]}
     (tmp / "labels.json").write_text(json.dumps(labels, indent=1))

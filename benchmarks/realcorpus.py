@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks.corpus import SCHEMA, Corpus, Stream, load_corpus
+from benchmarks.corpus import Corpus, Stream, load_corpus, publish
 from kws_edge.audio import write_wav
 from kws_edge.errors import ConfigError
 
@@ -105,12 +105,7 @@ def build_real_corpus(cfg: RealConfig, cache: Path, log: Callable[[str], None] |
     for s in streams:
         if log:
             log(f"real corpus: {s.name} ({s.duration_s:.0f} s)")
-    labels = {"schema": SCHEMA, "config": dataclasses.asdict(cfg), "streams": [dataclasses.asdict(s)
-                                                                               for s in streams]}
-    (tmp / "labels.json").write_text(json.dumps(labels, indent=1))
-    shutil.rmtree(root, ignore_errors=True)
-    tmp.rename(root)
-    return load_corpus(root)
+    return publish(cfg, streams, tmp, root)
 
 
 def _read(path: Path) -> Any:
