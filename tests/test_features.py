@@ -114,3 +114,16 @@ def test_runtime_does_not_import_scipy() -> None:
             "mfcc(np.zeros(16000, np.int16), FeatureParams()); print('scipy' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_runtime_commands_run_numpy_on_one_blas_thread() -> None:
+    """A 1 s MFCC step is a small matrix product: spread over busy cores it cost 2.4x the CPU."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from kws_edge import cli
+
+    with threadpool_limits(limits=None):  # restore whatever the suite had afterwards
+        cli._one_blas_thread()
+        blas = [p for p in threadpool_info() if p["user_api"] == "blas"]
+        assert blas and all(p["num_threads"] == 1 for p in blas)
+    assert {"detect", "run", "listen", "wyoming", "bridge"} <= cli._RUNTIME_COMMANDS
