@@ -21,8 +21,15 @@ Schema ``kws_edge.manifest/1`` (every key required unless marked optional)::
       "arena_bytes": 23000,                  # TFLite Micro tensor arena, measured
       "ops": ["CONV_2D", "DEPTHWISE_CONV_2D", ...],
       "params": 24000, "macs": 2600000,      # optional
+      "streaming": {"receptive_frames": 49,   # optional: a streaming model (see below)
+                    "state": "resource_variables", "state_bytes": 1900},
       "training": {...}, "metrics": {...}    # optional, free-form
     }
+
+A streaming model keeps the past as state inside the model: each run consumes only the newest
+``stride_frames`` frames, so ``window_frames == stride_frames`` and the input is
+``[1, stride_frames, numcep]``. Its outputs only count once ``receptive_frames`` frames have been seen
+since the last reset (before that they depend on the zero initial state).
 
 :func:`load` checks the manifest alone; :mod:`kws_edge.model` checks it against the model file.
 """
@@ -51,7 +58,8 @@ _REQUIRED = (
     "schema", "name", "kind", "model_file", "sha256", "size_bytes", "labels", "keywords", "features",
     "window_frames", "stride_frames", "input", "output", "decision", "arena_bytes", "ops",
 )
-_OPTIONAL = ("params", "macs", "training", "metrics", "description")
+_OPTIONAL = ("params", "macs", "training", "metrics", "description", "streaming")
+STATE_KINDS = ("resource_variables",)
 
 
 @dataclass(frozen=True)
@@ -64,6 +72,16 @@ class TensorSpec:
     def to_dict(self) -> dict[str, Any]:
         return {"shape": list(self.shape), "dtype": self.dtype, "scale": self.scale,
                 "zero_point": self.zero_point}
+
+
+@dataclass(frozen=True)
+class StreamingSpec:
+    receptive_frames: int  # frames an output depends on; outputs count from this many frames on
+    state: str  # where the state lives: "resource_variables" (TFLite VAR_HANDLE / ASSIGN_VARIABLE)
+    state_bytes: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"receptive_frames": self.receptive_frames, "state": self.state, "state_bytes": self.state_bytes}
 
 
 @dataclass(frozen=True)
@@ -100,7 +118,13 @@ class Manifest:
     training: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     description: str = ""
+    streaming: StreamingSpec | None = None
     path: Path | None = None  # where it was loaded from; not serialised
+
+    @property
+    def warmup_frames(self) -> int:
+        """Frames after a reset before the model's outputs count (the first full window)."""
+        return self.streaming.receptive_frames if self.streaming else self.window_frames
 
     @property
     def model_path(self) -> Path:
@@ -120,6 +144,8 @@ class Manifest:
         for key in ("params", "macs"):
             if getattr(self, key) is not None:
                 data[key] = getattr(self, key)
+        if self.streaming is not None:
+            data["streaming"] = self.streaming.to_dict()
         data["training"] = self.training
         data["metrics"] = self.metrics
         return data
@@ -262,13 +288,31 @@ def parse(data: Any, where: str = "manifest") -> Manifest:
     description = data.get("description", "")
     if not isinstance(description, str):
         raise c.fail("description", "a string", description)
+    stride_frames = c.int_(data, "stride_frames", 1, 100_000)
+    if data.get("streaming") is not None:
+        optional["streaming"] = _streaming(c, c.dict_(data, "streaming"), window_frames, stride_frames)
     return Manifest(
         name=name, kind=kind, model_file=model_file, sha256=sha,
         size_bytes=c.int_(data, "size_bytes", 1, 1 << 31), labels=labels, keywords=keywords, features=features,
-        window_frames=window_frames, stride_frames=c.int_(data, "stride_frames", 1, 100_000), input=inp,
+        window_frames=window_frames, stride_frames=stride_frames, input=inp,
         output=out, decision=decision, arena_bytes=c.int_(data, "arena_bytes", 0, 1 << 31),
         ops=c.strs(data, "ops"), description=description, **optional,
     )
+
+
+def _streaming(c: _Checker, s: dict[str, Any], window_frames: int, stride_frames: int) -> StreamingSpec:
+    unknown = sorted(set(s) - {"receptive_frames", "state", "state_bytes"})
+    if unknown:
+        raise c.fail("streaming", "keys receptive_frames, state, state_bytes", f"unknown key(s) {unknown}")
+    if stride_frames != window_frames:
+        raise c.fail("stride_frames", f"{window_frames} (a streaming model consumes window_frames new "
+                     "frames per run)", stride_frames)
+    state = s.get("state")
+    if state not in STATE_KINDS:
+        raise c.fail("streaming.state", " or ".join(repr(k) for k in STATE_KINDS), state)
+    inner = _Checker(f"{c.where}: streaming")
+    receptive = inner.int_(s, "receptive_frames", window_frames, 100_000)
+    return StreamingSpec(receptive, state, inner.int_(s, "state_bytes", 0, 1 << 31))
 
 
 def load(path: Path | str) -> Manifest:

@@ -95,12 +95,19 @@ class _Quant:
 
 
 class ModelRunner:
-    """One loaded model: ``run(window)`` maps a (window_frames, numcep) MFCC window to label posteriors."""
+    """One loaded model: ``run(window)`` maps a (window_frames, numcep) MFCC window to label posteriors.
 
-    def __init__(self, manifest: mf.Manifest, interpreter: Any, backend: str) -> None:
+    A streaming model (``manifest.streaming``) is fed its newest ``window_frames`` frames per run and
+    keeps the past inside the interpreter, so every run must follow the previous one's frames;
+    :meth:`reset` starts it afresh (a new stream).
+    """
+
+    def __init__(self, manifest: mf.Manifest, interpreter: Any, backend: str,
+                 factory: Callable[[], Any] | None = None) -> None:
         self.manifest = manifest
         self.backend = backend
         self._interp = interpreter
+        self._factory = factory
         inp = interpreter.get_input_details()[0]
         out = interpreter.get_output_details()[0]
         self._in_index, self._out_index = inp["index"], out["index"]
@@ -113,6 +120,43 @@ class ModelRunner:
     @property
     def name(self) -> str:
         return self.manifest.name
+
+    @property
+    def streaming(self) -> bool:
+        return self.manifest.streaming is not None
+
+    def reset(self) -> None:
+        """Forget a streaming model's state (nothing to do for a window model)."""
+        if self.manifest.streaming is None:
+            return
+        if self._factory is None:
+            raise ModelError(f"{self.name}: a streaming model needs its interpreter factory to reset")
+        # LiteRT has no call that re-runs a model's CALL_ONCE initializer: a fresh interpreter does.
+        self._interp = self._factory()
+
+    def fresh(self) -> ModelRunner:
+        """A runner that shares nothing mutable with this one: itself for a window model (stateless
+        between runs), a new interpreter for a streaming model (each stream needs its own state)."""
+        if self.manifest.streaming is None or self._factory is None:
+            return self
+        return ModelRunner(self.manifest, self._factory(), self.backend, self._factory)
+
+    def classify(self, window: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """Posteriors for one stand-alone window of ``warmup_frames`` or more frames (eval, tests).
+
+        A window model runs on its last ``window_frames`` frames; a streaming model is reset and fed the
+        window step by step, so its last output sees the same frames.
+        """
+        m = self.manifest
+        if m.streaming is None:
+            return self.run(window[len(window) - m.window_frames:])
+        self.reset()
+        step = m.window_frames
+        start = len(window) % step
+        post = np.zeros(len(m.labels))
+        for i in range(start, len(window), step):
+            post = self.run(window[i:i + step])
+        return post
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -209,15 +253,20 @@ def load_model(manifest_path: Path | str) -> ModelRunner:
     if len(data) != m.size_bytes:
         raise ModelError(f"{path}: size is {len(data)} bytes but the manifest says {m.size_bytes}")
     backend, factory = interpreter_backend()
-    try:
+
+    def new_interpreter() -> Any:
         with _quiet_stderr():  # LiteRT prints "INFO: Created TensorFlow Lite XNNPACK delegate" on fd 2
             interp = factory(model_content=data)
             interp.allocate_tensors()
+        return interp
+
+    try:
+        interp = new_interpreter()
     except Exception as exc:  # the interpreters raise ValueError, RuntimeError and others on bad models
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"{path}: not a usable TFLite model ({first})") from None
     _check_against_model(m, interp, path)
-    return ModelRunner(m, interp, backend)
+    return ModelRunner(m, interp, backend, new_interpreter)
 
 
 def model_dirs() -> list[Path]:

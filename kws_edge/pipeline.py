@@ -2,7 +2,8 @@
 
 Pure: no devices, sockets or threads. Models that share feature parameters share one MFCC stream.
 A model runs whenever ``stride_frames`` new frames have arrived after its first full window, so the
-frames it sees, and so every detection, depend only on the samples and never on the chunking.
+frames it sees, and so every detection, depend only on the samples and never on the chunking. A
+streaming model (window == stride) sees every frame once, and its decisions count after its warm-up.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class _Slot:
     decision: Decision
     window: int
     stride: int
+    warmup: int  # frames before the model's outputs count (a streaming model's receptive field)
     last: npt.NDArray[np.float64] | None = None  # latest posteriors, for live views
 
 
@@ -99,13 +101,13 @@ class Detector:
         if len(rates) != 1:
             raise ConfigError(f"models disagree on the sample rate ({sorted(rates)}); run them separately")
         self.sample_rate = rates.pop()
-        self.runners = list(runners)
+        self.runners = [r.fresh() for r in runners]  # a streaming model's state belongs to this stream
         groups: dict[FeatureParams, _Group] = {}
-        for r in runners:
+        for r in self.runners:
             m = r.manifest
             g = groups.setdefault(m.features, _Group(m.features, StreamingMfcc(m.features), []))
             slot = _Slot(r, Decision(m.labels, decision_params(r, overrides)), m.window_frames,
-                         m.stride_frames)
+                         m.stride_frames, m.warmup_frames)
             g.slots.append(slot)
         self._groups = list(groups.values())
         self.timed = timed
@@ -120,6 +122,7 @@ class Detector:
             g.frames = 0
             g.fill = 0
             for s in g.slots:
+                s.runner.reset()
                 s.decision.reset()
                 s.last = None
         self.times = StageTimes()
@@ -182,7 +185,7 @@ class Detector:
                 post = s.runner.run(window)
                 s.last = post
                 t1 = clock() if clock else 0.0
-                events = s.decision.update(post, now_ms)
+                events = s.decision.update(post, now_ms) if g.frames >= s.warmup else []
                 if clock:
                     t2 = clock()
                     self.times.inference += t1 - t0

@@ -89,6 +89,15 @@ def test_mismatched_manifest_is_refused(tiny_model: Path, tmp_path: Path, change
         ({"decision__thresholds": {"yes": 2.0, "no": 0.5}}, "thresholds.yes"),
         ({"name": "Bad Name"}, "key 'name'"),
         ({"ops": ["CONV_2D", 7]}, "key 'ops'"),
+        # a streaming model consumes window_frames new frames per run: the stride must equal it
+        ({"streaming": {"receptive_frames": 49, "state": "resource_variables", "state_bytes": 10}},
+         "key 'stride_frames'"),
+        ({"stride_frames": 49, "streaming": {"receptive_frames": 49, "state": "elsewhere", "state_bytes": 1}},
+         "streaming.state"),
+        ({"stride_frames": 49, "streaming": {"receptive_frames": 3, "state": "resource_variables",
+                                              "state_bytes": 1}}, "streaming: key 'receptive_frames'"),
+        ({"stride_frames": 49, "streaming": {"receptive_frames": 60, "state": "resource_variables",
+                                              "state_bytes": 1, "extra": 1}}, "unknown key"),
     ],
 )
 def test_invalid_manifest_names_the_key(tiny_model: Path, tmp_path: Path, change: dict, message: str) -> None:

@@ -50,7 +50,7 @@ def float_predictions(float_tflite: Path, x: npt.NDArray[np.float32]) -> npt.NDA
 
 def int8_predictions(runner: ModelRunner, x: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
     """Posteriors of the int8 model through the runtime's ModelRunner."""
-    return np.array([runner.run(w.astype(np.float64)) for w in x])
+    return np.array([runner.classify(w.astype(np.float64)) for w in x])
 
 
 def clip_metrics(labels: Sequence[str], y: npt.NDArray[np.int64], post: npt.NDArray[np.float64]) -> dict[str, Any]:

@@ -192,6 +192,9 @@ class _Progress:
         self._bar.update(1)
         return self._runner.run(window)
 
+    def reset(self) -> None:
+        self._runner.reset()
+
 
 def score(runner: ModelRunner, stream: st.Stream, desc: str, progress: bool = False) -> st.Scores:
     """:func:`training.streams.stream_scores` with an optional progress bar (stderr, TTY only)."""

@@ -112,6 +112,7 @@ def stream_scores(runner: ModelRunner, samples: Int16, chunk: int = 16000 * 60) 
     m = runner.manifest
     p = m.features
     w, s = m.window_frames, m.stride_frames
+    runner.reset()  # a streaming model starts each stream from its initial state
     mf = StreamingMfcc(p)
     buf = np.zeros((0, p.numcep))
     first = 0  # index (in the whole stream) of buf[0]
@@ -127,9 +128,10 @@ def stream_scores(runner: ModelRunner, samples: Int16, chunk: int = 16000 * 60) 
         drop = max(0, end - w - first)
         buf, first = buf[drop:], first + drop
     e = np.asarray(ends, dtype=np.int64)
-    times = ((e - 1) * p.hop + p.frame_len) * 1000 // p.sample_rate
+    keep = e >= m.warmup_frames  # as the Detector: a streaming model's outputs count after its warm-up
+    times = ((e[keep] - 1) * p.hop + p.frame_len) * 1000 // p.sample_rate
     return Scores(times.astype(np.int64),
-                  np.asarray(post, dtype=np.float64).reshape(len(ends), len(m.labels)))
+                  np.asarray(post, dtype=np.float64).reshape(len(ends), len(m.labels))[keep])
 
 
 def smoothed(scores: Scores, index: int, smoothing_ms: int) -> npt.NDArray[np.float64]:
