@@ -141,6 +141,10 @@ class ModelRunner:
             return self
         return ModelRunner(self.manifest, self._factory(), self.backend, self._factory)
 
+    def with_manifest(self, manifest: mf.Manifest) -> ModelRunner:
+        """The same model with other manifest fields (e.g. decision defaults under evaluation)."""
+        return ModelRunner(manifest, self._interp, self.backend, self._factory)
+
     def classify(self, window: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         """Posteriors for one stand-alone window of ``warmup_frames`` or more frames (eval, tests).
 

@@ -167,3 +167,39 @@ def test_tiny_real_voice_recipe_run(tmp_path: Path) -> None:
     engines = set(report["frr_by_engine"]["100.0"])
     assert engines and engines <= {"espeak-ng", "espeak-ng-accent", "flite"}  # festival/piper: training only
     assert (models / "reports" / "tiny_computer" / "real_det.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None or shutil.which("flite") is None,
+                    reason="espeak-ng and flite (Debian packages espeak-ng, flite) not installed")
+def test_tiny_streaming_run(tmp_path: Path) -> None:
+    """`[model] family = "stream"`: the exported .tflite consumes stride_frames new frames per run and keeps
+    the past in resource variables; the manifest says so and the runtime streams it like the window
+    model: the same detections for any chunking, and eval's stream scores equal the Detector's runs."""
+    from training.streams import stream_scores
+
+    head = 'name = "tiny_stream"\nkind = "wakeword"\nkeywords = ["hey jarvis"]\nseed = 2\n'
+    recipe = head + SYNTH + TINY.replace("[model]\n", '[model]\nfamily = "stream"\nnormalize = true\n')
+    models = _train(tmp_path, recipe)
+    _check_outputs(models, "tiny_stream", tmp_path)
+    m = mf.load(models / "tiny_stream.json")
+    assert m.streaming is not None and m.streaming.state == "resource_variables"
+    assert m.window_frames == m.stride_frames == 3 and m.input.shape == (1, 3, m.features.numcep)
+    assert m.streaming.receptive_frames == 15 + 4 * 2 + 14  # norm 16, kernel 5, 1 block, pool 14
+    assert {"VAR_HANDLE", "READ_VARIABLE", "ASSIGN_VARIABLE", "CALL_ONCE"} <= set(m.ops)
+    runner = load_model(models / "tiny_stream.json")
+    rng = np.random.default_rng(4)
+    audio = (rng.standard_normal(16000 * 6) * 2000).astype(np.int16)
+    det = Detector([runner], {"hey_jarvis": 0.0}, timed=True)  # threshold 0: every counted run can fire
+    found = {}
+    for chunk in (160, 16000):
+        det.reset()
+        out = [d for i in range(0, len(audio), chunk) for d in det.process(audio[i:i + chunk])]
+        found[chunk] = [(d.t, round(d.score, 6)) for d in out]
+    assert found[160] == found[16000] and found[160]
+    assert min(t for t, _ in found[160]) * 50 >= m.streaming.receptive_frames - 1  # none before the warm-up
+    scores = stream_scores(runner, audio)
+    frames = 1 + (len(audio) - 640) // 320  # 40 ms frames every 20 ms, before the flush
+    assert det.times.inferences == frames // 3  # one run per 3 new frames, from the first frame on
+    assert scores.times_ms[0] >= (m.streaming.receptive_frames - 1) * 20
+    again = stream_scores(runner, audio)  # reset between streams: the same scores again
+    np.testing.assert_array_equal(scores.posteriors, again.posteriors)

@@ -35,6 +35,9 @@ def test_shipped_recipes_parse(name: str) -> None:
     ("[train]\nepochs = \"ten\"\n", r"train\.epochs: expected an integer, got 'ten'"),
     ("[synthesis]\nrate = [1.3, 0.8]\n", r"synthesis\.rate: expected \[low, high\]"),
     ("[augment]\nnoise_kinds = [\"purple\"]\n", r"unknown kind\(s\) \['purple'\]"),
+    ("[model]\nfamily = \"rnn\"\n", r"model\.family: expected 'window' or 'stream', got 'rnn'"),
+    ("[model]\nfamily = \"stream\"\npool_frames = 30\n", r"receptive field is 50 frames"),
+    ("[model]\nfamily = \"stream\"\nkernel = 0\n", r"kernel >= 1"),
 ])
 def test_bad_recipe_keys(tmp_path: Path, extra: str, match: str) -> None:
     with pytest.raises(ConfigError, match=match):

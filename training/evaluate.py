@@ -157,7 +157,7 @@ def detector_check(runner: ModelRunner, stream: st.Stream, threshold: float, par
 
     m = runner.manifest
     decision = dataclasses.replace(m.decision, smoothing_ms=params.smoothing_ms, min_hits=params.min_hits)
-    probe = ModelRunner(dataclasses.replace(m, decision=decision), runner._interp, runner.backend)
+    probe = runner.with_manifest(dataclasses.replace(m, decision=decision))
     det = Detector([probe], {kw: threshold for kw in m.keywords}, timed=True)
     t0 = time.process_time()
     found = []

@@ -208,7 +208,8 @@ def parse_c_array(cc_text: str) -> bytes:
 
 def build_manifest(spec: ExportSpec, tflite: bytes, info: Mapping[str, Any], arena: int,
                    params: int | None, macs: int | None, training: Mapping[str, Any] | None = None,
-                   metrics: Mapping[str, Any] | None = None) -> mf.Manifest:
+                   metrics: Mapping[str, Any] | None = None,
+                   streaming: Mapping[str, Any] | None = None) -> mf.Manifest:
     """Assemble and validate the manifest (``kws_edge.manifest.parse`` is the judge)."""
     window_frames = int(info["input"]["shape"][-2])
     data = {
@@ -223,6 +224,8 @@ def build_manifest(spec: ExportSpec, tflite: bytes, info: Mapping[str, Any], are
         "arena_bytes": arena, "ops": list(info["ops"]),
         "training": dict(training or {}), "metrics": dict(metrics or {}),
     }
+    if streaming is not None:
+        data["streaming"] = {k: streaming[k] for k in ("receptive_frames", "state", "state_bytes")}
     if params is not None:
         data["params"] = int(params)
     if macs is not None:
@@ -233,19 +236,31 @@ def build_manifest(spec: ExportSpec, tflite: bytes, info: Mapping[str, Any], are
 def export_model(model: Any, spec: ExportSpec, representative: npt.NDArray[np.floating[Any]], out_dir: Path,
                  *, training: Mapping[str, Any] | None = None, metrics: Mapping[str, Any] | None = None,
                  c_array_dir: Path | None = None, params: int | None = None,
-                 macs: int | None = None) -> Path:
+                 macs: int | None = None, stream: Any = None) -> Path:
     """Quantize and write ``<name>.tflite``, ``<name>.float.tflite``, ``<name>.json`` and the C array.
 
     The C array goes to ``c_array_dir`` (default ``<out_dir>/firmware/<name>``). Returns the manifest path.
+    With ``stream`` (a :class:`training.streaming.StreamConfig`) the ``.tflite`` is the streaming form
+    (``stride_frames`` new frames per run, state inside); ``.float.tflite`` stays the window form.
     """
     from training.model import count_macs, count_params
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    int8 = convert_int8(model, representative)
+    streaming = None
+    allowed = BASIC_OPS
+    if stream is not None:
+        from training import streaming as st
+
+        int8 = st.streaming_tflite(model, stream, spec.stride_frames, representative)
+        streaming = st.stream_metadata(stream, spec.stride_frames, int(model.input_shape[-1]), len(spec.labels))
+        macs = streaming["macs_per_step"] if macs is None else macs
+        allowed = frozenset(st.STREAM_OPS)
+    else:
+        int8 = convert_int8(model, representative)
     (out_dir / f"{spec.name}.float.tflite").write_bytes(convert_float(model))
     info = inspect_tflite(int8)
-    extra = sorted(set(info["ops"]) - BASIC_OPS)
+    extra = sorted(set(info["ops"]) - allowed)
     if extra:
         raise ModelError(f"{spec.name}: converted model uses ops beyond the basic set: {extra}")
     if info["input"]["dtype"] != "int8" or info["output"]["dtype"] != "int8":
@@ -254,7 +269,7 @@ def export_model(model: Any, spec: ExportSpec, representative: npt.NDArray[np.fl
     manifest = build_manifest(
         spec, int8, info, measure_arena(int8),
         count_params(model) if params is None else params, count_macs(model) if macs is None else macs,
-        training, metrics)
+        training, metrics, streaming)
     (out_dir / manifest.model_file).write_bytes(int8)
     write_c_array(int8, manifest.sha256, c_array_dir or out_dir / "firmware" / spec.name)
     path = out_dir / f"{spec.name}.json"

@@ -17,6 +17,8 @@ from kws_edge.errors import ConfigError
 from training.realvoice import VALIDATION_FOLDERS
 from training.text import check_keyword, keyword_label
 
+WINDOW_FRAMES = 49  # frames of every training window (1 s at the 20 ms hop)
+
 
 @dataclass(frozen=True)
 class SynthesisConfig:
@@ -60,10 +62,24 @@ class AugmentConfig:
 
 @dataclass(frozen=True)
 class ModelSection:
+    # "window": the DS-CNN re-reads a whole window every stride (training/model.py); "stream": causal
+    # temporal convolutions that consume only the new frames and keep the past as state inside the
+    # .tflite (training/streaming.py)
+    family: str = "window"
     filters: int = 64
     blocks: int = 4
     dropout: float = 0.2
-    normalize: bool = False  # cepstral mean normalization over each window (see training/model.py)
+    normalize: bool = False  # cepstral mean normalization (window: over each window; stream: running mean)
+    kernel: int = 5  # stream: time taps of every convolution
+    norm_frames: int = 16  # stream: frames of the running mean the normalization subtracts
+    pool_frames: int = 14  # stream: frames the head averages
+
+    def stream_config(self) -> Any:
+        from training.streaming import StreamConfig
+
+        return StreamConfig(filters=self.filters, blocks=self.blocks, kernel=self.kernel,
+                            norm_frames=self.norm_frames, pool_frames=self.pool_frames, dropout=self.dropout,
+                            normalize=self.normalize)
 
 
 @dataclass(frozen=True)
@@ -243,6 +259,16 @@ def _check(r: Recipe, where: str) -> None:
         raise ConfigError(f"{where}: eval.threshold_from: expected 'both' or 'real', got {r.eval.threshold_from!r}")
     if r.eval.negative_hours <= 0:
         raise ConfigError(f"{where}: eval.negative_hours must be > 0")
+    if r.model.family not in ("window", "stream"):
+        raise ConfigError(f"{where}: model.family: expected 'window' or 'stream', got {r.model.family!r}")
+    if r.model.family == "stream":
+        from training.streaming import receptive_frames
+
+        frames = receptive_frames(r.model.stream_config())  # StreamConfig checks the sizes
+        if frames > WINDOW_FRAMES:
+            raise ConfigError(f"{where}: model: the stream model's receptive field is {frames} frames "
+                              f"(norm_frames - 1 + (kernel - 1) * (blocks + 1) + pool_frames); the training "
+                              f"windows hold {WINDOW_FRAMES}")
 
 
 def parse_recipe(data: dict[str, Any], where: str = "recipe") -> Recipe:

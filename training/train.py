@@ -59,8 +59,13 @@ def train_model(recipe: Recipe, sets: dict[str, FeatureSet], verbose: bool = Tru
     tr, val = sets["train"], sets["val"]
     frames, coeffs = tr.x.shape[1:]
     m = recipe.model
-    cfg = DsCnnConfig(filters=m.filters, blocks=m.blocks, dropout=m.dropout, normalize=m.normalize)
-    model = build_dscnn(cfg, (frames, coeffs), len(recipe.labels))
+    if m.family == "stream":
+        from training.streaming import build_stream_classifier
+
+        model = build_stream_classifier(m.stream_config(), frames, coeffs, len(recipe.labels))
+    else:
+        cfg = DsCnnConfig(filters=m.filters, blocks=m.blocks, dropout=m.dropout, normalize=m.normalize)
+        model = build_dscnn(cfg, (frames, coeffs), len(recipe.labels))
     t = recipe.train
     steps = max(1, int(np.ceil(len(tr) / t.batch_size))) * t.epochs
     lr = keras.optimizers.schedules.CosineDecay(t.learning_rate, steps, alpha=0.02)

@@ -43,8 +43,9 @@ def train_recipe(recipe: Recipe, out_dir: Path, cache_dir: Path, run_dir: Path, 
     run_dir.mkdir(parents=True, exist_ok=True)
     model.save(run_dir / f"{recipe.name}.keras")
     training = {"recipe": recipe.to_dict(), "recipe_file": recipe.path, "history": history}
+    stream = recipe.model.stream_config() if recipe.model.family == "stream" else None
     manifest = export_model(model, spec, rep, out_dir, training=training,
-                            c_array_dir=run_dir / "firmware" / recipe.name)
+                            c_array_dir=run_dir / "firmware" / recipe.name, stream=stream)
     log.info("exported %s", manifest)
     timings = {"data_s": round(prep.seconds, 1), "train_s": round(train_s, 1)}
     report = evaluate_recipe(manifest, recipe, prep, report_dir or out_dir / "reports" / recipe.name,
