@@ -203,3 +203,10 @@ def test_tiny_streaming_run(tmp_path: Path) -> None:
     assert scores.times_ms[0] >= (m.streaming.receptive_frames - 1) * 20
     again = stream_scores(runner, audio)  # reset between streams: the same scores again
     np.testing.assert_array_equal(scores.posteriors, again.posteriors)
+    # A saved streaming .keras re-exports (in a process that never built the custom layers itself, the
+    # .keras load needs them registered) into the same streaming .tflite.
+    rc = main(["export", "--keras", str(tmp_path / "run" / "tiny_stream.keras"), "--recipe", str(tmp_path / "r.toml"),
+               "--out", str(tmp_path / "again"), "--cache", str(tmp_path / "cache"), "--workers", "1"])
+    assert rc == 0
+    again = mf.load(tmp_path / "again" / "tiny_stream.json")
+    assert again.streaming == m.streaming and again.sha256 == m.sha256

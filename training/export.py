@@ -9,13 +9,15 @@ arenas (bisection) and invoking it once.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -146,19 +148,47 @@ def _micro_ok(data: bytes, arena: int) -> bool:
     return True
 
 
+_PROBE = """
+import sys
+from tflite_micro import runtime
+interp = runtime.Interpreter.from_bytes(open(sys.argv[1], "rb").read(), arena_size=int(sys.argv[2]))
+interp.invoke()
+"""
+
+
+def _micro_ok_isolated(path: Path, arena: int) -> bool:
+    """As :func:`_micro_ok`, in a child process: with resource variables, a too-small arena crashes the
+    TFLM Python wheel (SIGSEGV) instead of raising."""
+    proc = subprocess.run([sys.executable, "-c", _PROBE, str(path), str(arena)], capture_output=True, check=False)
+    return proc.returncode == 0
+
+
 def measure_arena(data: bytes, upper: int = 1 << 20) -> int:
     """Smallest TFLite Micro tensor arena (bytes, multiple of 16) that constructs and invokes the model."""
-    with quiet_native_output():
-        if not _micro_ok(data, upper):
+    with tempfile.TemporaryDirectory() as tmp, quiet_native_output():
+        probe: Callable[[int], bool] = functools.partial(_micro_ok, data)
+        if _has_variables(data):
+            path = Path(tmp) / "model.tflite"
+            path.write_bytes(data)
+            probe = functools.partial(_micro_ok_isolated, path)
+        if not probe(upper):
             raise ModelError(f"tflite-micro cannot run the model even with a {upper} byte arena")
         lo, hi = 0, upper // _ARENA_ALIGN  # in units of 16 bytes; lo fails, hi works
         while hi - lo > 1:
             mid = (lo + hi) // 2
-            if _micro_ok(data, mid * _ARENA_ALIGN):
+            if probe(mid * _ARENA_ALIGN):
                 hi = mid
             else:
                 lo = mid
     return hi * _ARENA_ALIGN
+
+
+def _has_variables(data: bytes) -> bool:
+    from kws_edge.model import interpreter_backend, model_ops
+
+    _, factory = interpreter_backend()
+    interp = factory(model_content=data)
+    return "VAR_HANDLE" in model_ops(interp)
 
 
 def write_c_array(tflite_bytes: bytes, sha256: str, out_dir: Path,
@@ -293,12 +323,18 @@ def update_manifest(path: Path, thresholds: Mapping[str, float] | None = None,
 
 
 def export_keras_file(keras_path: Path, spec: ExportSpec, representative: Sequence[Any] | npt.NDArray[Any],
-                      out_dir: Path) -> Path:
-    """Load a saved ``.keras`` model and export it (used by ``kws-edge export``)."""
+                      out_dir: Path, stream: Any = None) -> Path:
+    """Load a saved ``.keras`` model and export it (used by ``kws-edge export``); ``stream``: its
+    :class:`training.streaming.StreamConfig` when it is a streaming-family model."""
     import keras
 
+    from training.model import cepstral_mean_norm
+    from training.streaming import custom_objects
+
+    cepstral_mean_norm()  # register the custom layers a saved model may use
+    custom_objects()
     try:
         model = keras.models.load_model(keras_path)
     except (OSError, ValueError) as exc:
         raise ModelError(f"{keras_path}: cannot load the Keras model ({exc})") from None
-    return export_model(model, spec, np.asarray(representative), out_dir)
+    return export_model(model, spec, np.asarray(representative), out_dir, stream=stream)
