@@ -23,6 +23,13 @@ class Recorder:
         self.index = runner.labels.index(keyword)
         self.scores: list[float] = []
 
+    def fresh(self) -> Recorder:
+        self.runner = self.runner.fresh()
+        return self
+
+    def reset(self) -> None:
+        self.runner.reset()
+
     def run(self, window: Any) -> Any:
         post = self.runner.run(window)
         self.scores.append(float(post[self.index]))
