@@ -30,7 +30,7 @@ setup: .setup-stamp
 	@# The fallback interpreter, tflite-runtime 2.14, needs numpy<2: it gets its own small venv,
 	@# which tests/test_tflite_runtime.py uses when it exists.
 	[ -x .venv-tflite/bin/python ] || python3 -m venv .venv-tflite
-	.venv-tflite/bin/python -m pip install -q "numpy<2" tflite-runtime python-speech-features scipy \
+	.venv-tflite/bin/python -m pip install -q "numpy<2" tflite-runtime python-speech-features scipy threadpoolctl \
 		|| echo "warning: tflite-runtime fallback venv not installed (no wheel for this platform?)"
 	.venv-tflite/bin/python -m pip install -q --no-deps -e .
 	touch $@

@@ -163,34 +163,46 @@ class Detector:
         return out
 
     def _on_frames(self, g: _Group, frames: npt.NDArray[np.float64], out: list[Detection]) -> None:
+        """Append the chunk's frames to the ring at once, then make only the model runs that fell due
+        (in frame order, then model order: the same runs and detections as one frame at a time)."""
         clock = time.process_time if self.timed else None
         depth = max(s.window for s in g.slots)
-        p = g.params
-        for frame in frames:
-            if g.fill == len(g.ring):  # ring full: keep the newest depth-1 frames (amortised, ring >> depth)
-                keep = depth - 1
-                g.ring[:keep] = g.ring[g.fill - keep:g.fill]
-                g.fill = keep
-            g.ring[g.fill] = frame
-            g.fill += 1
-            g.frames += 1
-            fill = g.fill
-            for s in g.slots:
-                if g.frames < s.window or (g.frames - s.window) % s.stride:
-                    continue
-                window = g.ring[fill - s.window:fill]
-                end_sample = (g.frames - 1) * p.hop + p.frame_len
-                now_ms = (end_sample * 1000) // p.sample_rate
-                t0 = clock() if clock else 0.0
-                post = s.runner.run(window)
-                s.last = post
-                t1 = clock() if clock else 0.0
-                events = s.decision.update(post, now_ms) if g.frames >= s.warmup else []
-                if clock:
-                    t2 = clock()
-                    self.times.inference += t1 - t0
-                    self.times.decision += t2 - t1
-                    self.times.inferences += 1
-                for e in events:
-                    out.append(Detection(e.keyword, e.score, end_sample / p.sample_rate, s.runner.name,
-                                         s.runner.manifest.sha256))
+        n = len(frames)
+        if g.fill + n > len(g.ring):  # keep the newest depth-1 frames; grow for a chunk larger than the ring
+            keep = min(depth - 1, g.fill)
+            tail = g.ring[g.fill - keep:g.fill].copy()
+            if keep + n > len(g.ring):
+                g.ring = np.zeros((keep + n + depth + 64, g.ring.shape[1]))
+            g.ring[:keep] = tail
+            g.fill = keep
+        g.ring[g.fill:g.fill + n] = frames
+        first = g.frames + 1  # frame count after the chunk's first frame
+        g.frames += n
+        g.fill += n
+        due = sorted((count, i) for i, s in enumerate(g.slots)
+                     for count in range(_next_run(first, s.window, s.stride), g.frames + 1, s.stride))
+        hop, frame_len, rate = g.params.hop, g.params.frame_len, g.params.sample_rate
+        for count, i in due:
+            s = g.slots[i]
+            end = g.fill - (g.frames - count)  # ring row after frame `count`
+            end_sample = (count - 1) * hop + frame_len
+            t0 = clock() if clock else 0.0
+            post = s.runner.run(g.ring[end - s.window:end])
+            s.last = post
+            t1 = clock() if clock else 0.0
+            events = s.decision.update(post, (end_sample * 1000) // rate) if count >= s.warmup else []
+            if clock:
+                t2 = clock()
+                self.times.inference += t1 - t0
+                self.times.decision += t2 - t1
+                self.times.inferences += 1
+            for e in events:
+                out.append(Detection(e.keyword, e.score, end_sample / rate, s.runner.name,
+                                     s.runner.manifest.sha256))
+
+
+def _next_run(first: int, window: int, stride: int) -> int:
+    """The smallest frame count >= first at which a model with this window and stride runs."""
+    if first <= window:
+        return window
+    return window + -(-(first - window) // stride) * stride
