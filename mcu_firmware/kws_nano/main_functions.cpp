@@ -6,6 +6,9 @@
 // while the loop keeps up with the microphone; when a model run is due but more than one stride of audio
 // is waiting, that run is skipped (counted in g_skipped_runs) so the loop catches up instead of dropping
 // audio. A model slower than its stride thus runs as often as the CPU allows, on correct windows.
+// A streaming model (kStreaming: its past lives in resource variables inside the model) must see every
+// step, so its runs are never skipped. Decisions count from kWarmupFrames frames on (the window model's
+// first full window; a streaming model's receptive field), as kws_edge.pipeline.Detector counts them.
 #include "main_functions.h"
 
 #include <Arduino.h>
@@ -93,6 +96,7 @@ void OnModelDue() {
     return;
   }
   kws::RespondModelRun();
+  if (g_features.FramesSeen() < kws_model::kWarmupFrames) return;  // outputs still depend on the start
   const int64_t now = g_features.NowMs();
   kws::DecisionEvent events[kws_model::kNumKeywords];
   const int n = g_decision.Update(posteriors, now, events, kws_model::kNumKeywords);
@@ -142,7 +146,7 @@ void loop() {
     left -= used;
     g_samples += used;
     if (!g_features.FrameReady() || !g_features.ModelDue()) continue;
-    if (left + kws::AudioBacklog() > kws_model::kStrideFrames * kws_model::kHop) {
+    if (!kws_model::kStreaming && left + kws::AudioBacklog() > kws_model::kStrideFrames * kws_model::kHop) {
       ++g_skipped_runs;  // behind the microphone: catch up first
     } else {
       OnModelDue();

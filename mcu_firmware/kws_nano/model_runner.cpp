@@ -7,7 +7,9 @@
 #include "model_data.h"
 #include "model_ops.h"
 #include "model_settings.h"
+#include "tensorflow/lite/micro/micro_allocator.h"
 #include "tensorflow/lite/micro/micro_interpreter.h"
+#include "tensorflow/lite/micro/micro_resource_variable.h"
 #include "tensorflow/lite/micro/system_setup.h"
 #include "tensorflow/lite/schema/schema_generated.h"
 
@@ -31,7 +33,22 @@ bool ModelRunner::Begin(const char** error) {
     *error = "op_register";
     return false;
   }
-  static tflite::MicroInterpreter interpreter(model, g_resolver, g_arena, kws_model::kTensorArenaSize);
+  // One allocator over the arena serves the interpreter and, for a streaming model, the resource variables
+  // that hold its state between runs (as many slots as the model has variables; model_settings.h).
+  tflite::MicroAllocator* allocator = tflite::MicroAllocator::Create(g_arena, kws_model::kTensorArenaSize);
+  if (allocator == nullptr) {
+    *error = "arena_too_small";
+    return false;
+  }
+  tflite::MicroResourceVariables* variables = nullptr;
+  if (kws_model::kNumResourceVariables > 0) {
+    variables = tflite::MicroResourceVariables::Create(allocator, kws_model::kNumResourceVariables);
+    if (variables == nullptr) {
+      *error = "arena_too_small";
+      return false;
+    }
+  }
+  static tflite::MicroInterpreter interpreter(model, g_resolver, allocator, variables);
   if (interpreter.AllocateTensors() != kTfLiteOk) {
     *error = "arena_too_small";
     return false;

@@ -30,6 +30,11 @@ constexpr int kWindowKind = 1;  // 0 rectangular, 1 hamming, 2 hann
 constexpr int kWindowFrames = 49;
 constexpr int kStrideFrames = 3;  // run the model every this many new frames
 
+// Streaming: the model keeps its past in resource variables and must see every step
+constexpr bool kStreaming = false;
+constexpr int kNumResourceVariables = 0;  // MicroResourceVariables slots
+constexpr int kWarmupFrames = 49;  // frames after start before decisions count
+
 // Tensors
 constexpr double kInputScale = 1.0614014863967896;
 constexpr int kInputZeroPoint = 5;

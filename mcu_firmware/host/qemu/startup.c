@@ -19,8 +19,11 @@ static void Fault_Handler(void) {
   }
 }
 
+/* A program that counts SysTick wraps defines its own handler. */
+void SysTick_Handler(void) __attribute__((weak, alias("Fault_Handler")));
+
 __attribute__((section(".vectors"), used)) void (*const g_vectors[16])(void) = {
     (void (*)(void))(&_estack), Reset_Handler, Fault_Handler, Fault_Handler, Fault_Handler,
     Fault_Handler, Fault_Handler, 0, 0, 0, 0, Fault_Handler, Fault_Handler, 0, Fault_Handler,
-    Fault_Handler,
+    SysTick_Handler,
 };
