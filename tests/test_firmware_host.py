@@ -124,16 +124,18 @@ def test_cpp_protocol_lines_parse_in_python(host: Path, tmp_path: Path) -> None:
 
     subprocess.run([str(host), "proto", "lines.txt"], cwd=tmp_path, check=True)
     raw = (tmp_path / "lines.txt").read_bytes()
-    assert raw.count(b"\r\n") == 9 and b"two words" not in raw
+    assert raw.count(b"\r\n") == 13 and b"two words" not in raw
     reader = protocol.LineReader()
     messages = reader.feed(raw)
     assert reader.stats.corrupt == 0 and reader.stats.unknown == 0
     assert messages[0] == protocol.Hello("0.1.0", "a994690c", "tiny")
     scores = [m.score for m in messages if isinstance(m, protocol.Detection)]
-    assert scores == [0.0, 0.5, 0.7346, 1.0, 1.0, 1.0]
-    assert [m.ms for m in messages if isinstance(m, protocol.Detection)] == [7, 1007, 2007, 3007, 4007, 5007]
+    assert scores == [0.0, 0.5, 0.7346, 1.0, 1.0, 1.0, 0.9062, 0.0312, 0.9688, 0.1562]
+    assert [m.ms for m in messages if isinstance(m, protocol.Detection)] == [1000 * i + 7 for i in range(10)]
     assert messages[-2] == protocol.Heartbeat(4294967295, 12, 3)
     assert messages[-1] == protocol.Error("arena_too_small")
     # Same bytes as the Python formatter for the same values.
     assert raw.splitlines(keepends=True)[-2] == protocol.format_heartbeat(4294967295, 12, 3)
-    assert raw.splitlines(keepends=True)[2] == protocol.format_detection("hey_jarvis", 0.5, 1007)
+    values = (0.0, 0.5, 0.73456, 0.99995, 1.0, 1.7, 0.90625, 0.03125, 0.96875, 0.15625)  # kws_host_main.cpp
+    assert raw.splitlines(keepends=True)[1:11] == [protocol.format_detection("hey_jarvis", v, 1000 * i + 7)
+                                                   for i, v in enumerate(values)]

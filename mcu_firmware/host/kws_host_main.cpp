@@ -210,8 +210,9 @@ int RunProto(int argc, char** argv) {
   char line[kws::kMaxLineLength];
   size_t n = kws::FormatHello(line, sizeof(line), "0.1.0", "a994690c", "tiny");
   fwrite(line, 1, n, out);
-  const double scores[] = {0.0, 0.5, 0.73456, 0.99995, 1.0, 1.7};
-  for (int i = 0; i < 6; ++i) {
+  // Ties at 4 decimals (j/32 for odd j, e.g. 0.90625) round to even, as Python's "%.4f" does.
+  const double scores[] = {0.0, 0.5, 0.73456, 0.99995, 1.0, 1.7, 0.90625, 0.03125, 0.96875, 0.15625};
+  for (unsigned i = 0; i < sizeof(scores) / sizeof(scores[0]); ++i) {
     n = kws::FormatDetection(line, sizeof(line), "hey_jarvis", scores[i], 1000u * i + 7u);
     fwrite(line, 1, n, out);
   }

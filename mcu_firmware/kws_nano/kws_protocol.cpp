@@ -1,6 +1,8 @@
 // KWS1 line formatting; see kws_protocol.h and kws_edge/protocol.py.
 #include "kws_protocol.h"
 
+#include <math.h>
+
 namespace kws {
 namespace {
 
@@ -58,6 +60,26 @@ class LineWriter {
   bool ok_ = true;
 };
 
+// score clipped to [0, 1] (NaN -> 0), in units of 0.0001, rounded as Python's f"{score:.4f}" rounds: the
+// exact binary value, ties to even. (Ties are common: a mean of int8 outputs with scale 1/256 is often
+// j/32, e.g. 0.90625.) score = m * 2^-k exactly (m < 2^53), so score * 10000 = (m * 625) / 2^(k - 4), and
+// m * 625 < 2^63 fits in 64 bits.
+uint32_t ScoreUnits(double score) {
+  if (!(score > 0.0)) return 0;
+  if (score >= 1.0) return 10000;
+  int exponent = 0;
+  const double fraction = frexp(score, &exponent);  // score = fraction * 2^exponent, fraction in [0.5, 1)
+  const uint64_t m = static_cast<uint64_t>(ldexp(fraction, 53));
+  const int shift = 53 - exponent - 4;  // >= 49, since score < 1
+  if (shift >= 64) return 0;             // score * 10000 < 0.5
+  const uint64_t scaled = m * 625u;
+  const uint64_t whole = scaled >> shift;
+  const uint64_t rest = scaled & ((uint64_t{1} << shift) - 1);
+  const uint64_t half = uint64_t{1} << (shift - 1);
+  const bool up = rest > half || (rest == half && (whole & 1u));
+  return static_cast<uint32_t>(whole + (up ? 1u : 0u));
+}
+
 }  // namespace
 
 uint16_t Crc16(const char* data, size_t length) {
@@ -85,11 +107,7 @@ size_t FormatDetection(char* buf, size_t cap, const char* keyword, double score,
   LineWriter w(buf, cap);
   w.Text("KWS1 DET");
   w.Token(keyword);
-  // score with 4 decimals, rounded half up, clipped to [0, 1]
-  double scaled = score * 10000.0 + 0.5;
-  if (!(scaled >= 0.0)) scaled = 0.0;
-  if (scaled > 10000.0) scaled = 10000.0;
-  const uint32_t units = static_cast<uint32_t>(scaled);
+  const uint32_t units = ScoreUnits(score);
   char text[7] = {static_cast<char>('0' + units / 10000), '.',
                   static_cast<char>('0' + units / 1000 % 10), static_cast<char>('0' + units / 100 % 10),
                   static_cast<char>('0' + units / 10 % 10), static_cast<char>('0' + units % 10), '\0'};
