@@ -8,10 +8,12 @@ event sequences.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -168,3 +170,115 @@ def cpp_decisions(program: Path, case: DecisionCase, work: Path, tag: str) -> li
         score = float(np.frombuffer(raw, "<f8", 1, off + 12)[0])
         events.append(Event(names[kw], score, t))
     return events
+
+
+# --- The sketch itself with TensorFlow Lite Micro on the Cortex-M4 (make fw; see mcu_firmware/host/Makefile)
+
+TFLM_DIR = Path(os.environ.get("TFLM_DIR", REPO.parent / "shared" / "third_party" / "tflite-micro"))
+SKETCH_FILES = ("main_functions.cpp", "feature_provider.cpp", "model_runner.cpp", "recognize_commands.cpp",
+                "command_responder.cpp", "kws_protocol.cpp", "audio_provider.cpp")
+
+
+def firmware_tools_missing() -> str | None:
+    """Why the sketch cannot be built and run on the M4 here, or None."""
+    for tool, package in (("arm-none-eabi-g++", "gcc-arm-none-eabi"), ("qemu-system-arm", "qemu-system-arm")):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed (Debian package {package})"
+    if not (TFLM_DIR / "tensorflow" / "lite" / "micro" / "micro_interpreter.h").exists():
+        return f"no TensorFlow Lite Micro tree at {TFLM_DIR} (set TFLM_DIR; see mcu_firmware/README.md)"
+    return None
+
+
+def _make(*args: str, jobs: int = 2) -> None:
+    result = subprocess.run(["make", "-s", f"-j{jobs}", "-C", str(HOST_DIR), f"TFLM_DIR={TFLM_DIR}", *args],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        raise AssertionError(f"make {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+
+
+def build_tflm(out: Path) -> Path:
+    """TFLM + CMSIS-NN for the M4 as a static library (``make tflm``); return the build folder."""
+    _make(f"TFLM_OUT={out}", f"OUT={out}", "tflm")
+    return out
+
+
+def build_firmware(manifest: Path, tflm_out: Path, work: Path) -> Path:
+    """The sketch with ``manifest``'s generated files (a copy of mcu_firmware/kws_nano), linked for the M4."""
+    from kws_edge import firmware
+
+    sketch = work / "kws_nano"
+    shutil.copytree(firmware.SKETCH_DIR, sketch, dirs_exist_ok=True)
+    firmware.generate(manifest, sketch)
+    _make(f"SKETCH={sketch}", f"OUT={work / 'build'}", f"TFLM_OUT={tflm_out}", "fw")
+    return work / "build" / "kws_fw.elf"
+
+
+def _stats(path: Path) -> dict[str, int]:
+    return {k: int(v) for k, v in (line.split() for line in path.read_text().splitlines())}
+
+
+def _qemu(elf: Path, args: list[str], cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess[bytes]:
+    result = subprocess.run([*QEMU_CMD, "-kernel", str(elf), "-append", " ".join(args)], cwd=cwd,
+                            capture_output=True, timeout=timeout)
+    if result.returncode != 0:
+        raise AssertionError(f"{elf.name} {' '.join(args)} exited {result.returncode}: "
+                             f"{result.stderr.decode(errors='replace')[-2000:]}")
+    return result
+
+
+def firmware_detect(elf: Path, samples: np.ndarray, work: Path) -> tuple[list[str], dict[str, int]]:
+    """The sketch's setup()/loop() on ``samples`` (int16): its serial lines and its tick counts."""
+    work.mkdir(parents=True, exist_ok=True)
+    samples.astype("<i2").tofile(work / "audio.s16")
+    result = _qemu(elf, ["detect", "audio.s16", "detect.stats"], work)
+    lines = [line for line in result.stdout.decode("ascii").split("\r\n") if line.startswith("KWS1 ")]
+    return lines, _stats(work / "detect.stats")
+
+
+def firmware_bench(elf: Path, windows: np.ndarray, num_labels: int,
+                   work: Path) -> tuple[np.ndarray, dict[str, int]]:
+    """The sketch's ModelRunner alone on int8 windows (runs, n, ...): its posteriors and tick counts."""
+    work.mkdir(parents=True, exist_ok=True)
+    windows.astype(np.int8).tofile(work / "windows.bin")
+    _qemu(elf, ["bench", "windows.bin", "posteriors.f64", "bench.stats"], work)
+    post = np.fromfile(work / "posteriors.f64", dtype="<f8").reshape(-1, num_labels)
+    return post, _stats(work / "bench.stats")
+
+
+def instructions(stats: dict[str, int], key: str) -> float:
+    """Ticks -> instructions with the program's calibration loop (qemu -icount shift=0)."""
+    return stats[key] * 4_000_000 / stats["calibration_ticks_per_4M_instructions"]
+
+
+def reference_kernel_runner(manifest: Path) -> Any:
+    """The model in LiteRT with TFLite's reference kernels (``OpResolverType.BUILTIN_REF``), which TFLite
+    Micro's kernels equal bit for bit; the Pi's runtime uses the optimized builtin kernels instead."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    from kws_edge.model import ModelRunner, load_model
+
+    m = load_model(manifest).manifest  # checks the model against its manifest
+    data = m.model_path.read_bytes()
+
+    def factory() -> Any:
+        interp = Interpreter(model_content=data, num_threads=1,
+                             experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
+        interp.allocate_tensors()
+        return interp
+
+    return ModelRunner(m, factory(), "ai-edge-litert (reference kernels)", factory)
+
+
+def pi_detection_lines(manifest: Path, samples: np.ndarray, reference_kernels: bool = False) -> list[str]:
+    """What the Pi detects on ``samples`` (kws_edge.pipeline.Detector, a live stream: no end-of-stream
+    flush), as the KWS1 DET lines the board would send for the same events. ``reference_kernels``: the
+    model runs on LiteRT's reference kernels instead of the runtime's default (see reference_kernel_runner)."""
+    from kws_edge.model import load_model
+    from kws_edge.pipeline import Detector
+    from kws_edge.protocol import format_detection
+
+    runner = reference_kernel_runner(manifest) if reference_kernels else load_model(manifest)
+    rate = runner.manifest.features.sample_rate
+    found = Detector([runner]).process(samples)
+    return [format_detection(d.keyword, d.score, round(d.t * rate) * 1000 // rate).decode("ascii").rstrip("\r\n")
+            for d in found]
