@@ -189,7 +189,8 @@ def firmware_tools_missing() -> str | None:
     return None
 
 
-def _make(*args: str, jobs: int = 2) -> None:
+def make_host(*args: str, jobs: int = 2) -> None:
+    """``make -C mcu_firmware/host TFLM_DIR=... ARGS``; fail with make's output."""
     result = subprocess.run(["make", "-s", f"-j{jobs}", "-C", str(HOST_DIR), f"TFLM_DIR={TFLM_DIR}", *args],
                             capture_output=True, text=True)
     if result.returncode != 0:
@@ -198,7 +199,7 @@ def _make(*args: str, jobs: int = 2) -> None:
 
 def build_tflm(out: Path) -> Path:
     """TFLM + CMSIS-NN for the M4 as a static library (``make tflm``); return the build folder."""
-    _make(f"TFLM_OUT={out}", f"OUT={out}", "tflm")
+    make_host(f"TFLM_OUT={out}", f"OUT={out}", "tflm")
     return out
 
 
@@ -209,7 +210,7 @@ def build_firmware(manifest: Path, tflm_out: Path, work: Path) -> Path:
     sketch = work / "kws_nano"
     shutil.copytree(firmware.SKETCH_DIR, sketch, dirs_exist_ok=True)
     firmware.generate(manifest, sketch)
-    _make(f"SKETCH={sketch}", f"OUT={work / 'build'}", f"TFLM_OUT={tflm_out}", "fw")
+    make_host(f"SKETCH={sketch}", f"OUT={work / 'build'}", f"TFLM_OUT={tflm_out}", "fw")
     return work / "build" / "kws_fw.elf"
 
 

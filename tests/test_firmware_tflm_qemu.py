@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from kws_edge import firmware
 from kws_edge import manifest as mf
 from kws_edge.audio import read_wav
 from kws_edge.model import load_model
@@ -37,6 +38,7 @@ from tests.test_firmware_support import (
     firmware_detect,
     firmware_tools_missing,
     instructions,
+    make_host,
     pi_detection_lines,
     python_features,
     reference_kernel_runner,
@@ -168,3 +170,19 @@ def test_streaming_model_on_m4_sends_the_pi_detections(audio: np.ndarray, tflm: 
     assert figures["instructions_per_inference"] > 0
     same = pi_detection_lines(path, audio) == pi_detection_lines(path, audio, reference_kernels=True)
     print(f"the Pi runtime's default kernels give {'the same' if same else 'other'} detections")
+
+
+def test_every_op_the_codegen_knows_links(tflm: Path, tmp_path: Path) -> None:
+    """The TFLM library holds a kernel for every op kws_edge.firmware can register (OP_METHODS): a sketch
+    whose resolver registers all of them links (it is not run)."""
+    sketch = tmp_path / "kws_nano"
+    shutil.copytree(firmware.SKETCH_DIR, sketch)
+    calls = "".join(f"  if (resolver.{method}() != kTfLiteOk) return kTfLiteError;\n"
+                    for method in sorted(set(firmware.OP_METHODS.values())))
+    (sketch / "model_ops.h").write_text(
+        '#include "tensorflow/lite/micro/micro_mutable_op_resolver.h"\nnamespace kws_model {\n'
+        f"constexpr int kNumOps = {len(set(firmware.OP_METHODS.values()))};\n"
+        "using OpResolver = tflite::MicroMutableOpResolver<kNumOps>;\n"
+        f"inline TfLiteStatus RegisterOps(OpResolver& resolver) {{\n{calls}  return kTfLiteOk;\n}}\n}}\n")
+    make_host(f"SKETCH={sketch}", f"OUT={tmp_path / 'build'}", f"TFLM_OUT={tflm}", "fw")
+    assert (tmp_path / "build" / "kws_fw.elf").stat().st_size > 0

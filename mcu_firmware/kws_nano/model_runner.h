@@ -1,6 +1,8 @@
 // Model: TensorFlow Lite Micro MicroInterpreter over the generated model_data, with a
 // MicroMutableOpResolver that registers exactly the model's ops (model_ops.h) and the arena size from
-// the manifest (model_settings.h). Input quantization comes from the input tensor itself.
+// the manifest (model_settings.h). Input quantization comes from the input tensor itself. A streaming
+// model keeps its state in TFLM resource variables (kNumResourceVariables slots, created over the arena);
+// each Run() is then one step of the stream and must follow the previous one.
 #ifndef KWS_MODEL_RUNNER_H_
 #define KWS_MODEL_RUNNER_H_
 
