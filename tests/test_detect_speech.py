@@ -132,3 +132,26 @@ def test_hey_jarvis_hears_every_flite_and_festival_voice(tmp_path: Path) -> None
             missed.append(v.id)
         assert len(found) <= 1, (v.id, found)
     assert not missed, f"not detected: {missed}"
+
+
+@pytest.mark.xfail(strict=True, reason="known miss (issue 9): the shipped commands model does not hear 'yes' and "
+                   "'down' (flite rms) or 'left' (espeak-ng Andy) in the demo; strict, so a model that does "
+                   "turns this into a failure to remove the mark")
+def test_demo_recording_detects_every_keyword_it_contains() -> None:
+    """`make run` plays models/demo/demo.wav through every shipped model: each keyword it contains is
+    detected once, near the end of its utterance, and nothing else fires."""
+    labels = json.loads((REPO / "models" / "demo" / "demo.labels.json").read_text())
+    out = subprocess.run(kws_cmd("detect", str(REPO / "models" / "demo" / "demo.wav"), "--json"),
+                         capture_output=True, text=True, check=True)
+    found = [json.loads(line) for line in out.stdout.splitlines()]
+    missed, matched = [], set()
+    for kw in labels["keywords"]:
+        hits = [j for j, d in enumerate(found)
+                if d["keyword"] == kw["keyword"] and kw["end"] - 0.3 <= d["t"] <= kw["end"] + 1.0]
+        if not hits:
+            missed.append(f"{kw['keyword']} ({kw['voice']}, {kw['start']} s)")
+        assert len(hits) <= 1, f"{kw['keyword']} at {kw['start']} s detected {len(hits)} times"
+        matched.update(hits)
+    assert not missed, f"the demo's keywords not detected: {missed}"
+    extra = [d for j, d in enumerate(found) if j not in matched]
+    assert not extra, f"detections matching no keyword in the demo: {extra}"
