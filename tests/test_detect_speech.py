@@ -134,9 +134,9 @@ def test_hey_jarvis_hears_every_flite_and_festival_voice(tmp_path: Path) -> None
     assert not missed, f"not detected: {missed}"
 
 
-@pytest.mark.xfail(strict=True, reason="known miss (issue 9): the shipped commands model does not hear 'yes' and "
-                   "'down' (flite rms) or 'left' (espeak-ng Andy) in the demo; strict, so a model that does "
-                   "turns this into a failure to remove the mark")
+@pytest.mark.xfail(strict=True, reason="known miss (issue 9): the shipped commands model does not hear 'down' "
+                   "(flite rms) or 'left' (espeak-ng Andy) in the demo; strict, so a model that does turns "
+                   "this into a failure to remove the mark")
 def test_demo_recording_detects_every_keyword_it_contains() -> None:
     """`make run` plays models/demo/demo.wav through every shipped model: each keyword it contains is
     detected once, near the end of its utterance, and nothing else fires."""
