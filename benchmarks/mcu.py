@@ -61,8 +61,26 @@ _KERNEL_MACS = {  # weights shape -> MACs per output element
 }
 
 
-def collect(manifests: list[Path], micro_models: Path | None) -> dict[str, Any]:
-    """Figures for our shipped models (from their manifests) and microWakeWord's (from its JSON files)."""
+MEASURED = Path(__file__).resolve().parent / "results" / "firmware_m4.json"
+MEASURE_COMMAND = ".venv/bin/python mcu_firmware/host/measure.py --firmware --out benchmarks/results/firmware_m4.json"
+
+
+def measured_figures(path: Path | None) -> dict[str, dict[str, Any]]:
+    """Per-model figures of the sketch with TFLite Micro on the Cortex-M4 under QEMU, keyed by model sha256
+    (a measurement of another export of the model does not count), from ``MEASURE_COMMAND``'s file."""
+    if path is None or not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+        return {m["sha256"]: m for m in data.get("models", {}).values() if isinstance(m, dict) and "sha256" in m}
+    except (ValueError, TypeError, KeyError):
+        return {}
+
+
+def collect(manifests: list[Path], micro_models: Path | None, measured: Path | None = MEASURED) -> dict[str, Any]:
+    """Figures for our shipped models (from their manifests, and measured on the M4 where a results file
+    has them) and microWakeWord's (from its JSON files)."""
+    m4 = measured_figures(measured)
     ours = []
     for path in manifests:
         try:
@@ -75,6 +93,10 @@ def collect(manifests: list[Path], micro_models: Path | None) -> dict[str, Any]:
                                "needed_per_s": m.features.sample_rate / (m.stride_frames * m.features.hop)}
         if m.macs:
             row.update(estimate(m.macs))
+        if m.sha256 in m4:
+            got = m4[m.sha256]
+            row["m4"] = {k: got.get(k) for k in ("instructions_per_inference", "instructions_per_audio_second",
+                                                  "arena_used_bytes")}
         ours.append(row)
     theirs = []
     for js in sorted(micro_models.glob("*.json")) if micro_models and micro_models.is_dir() else []:
@@ -88,7 +110,8 @@ def collect(manifests: list[Path], micro_models: Path | None) -> dict[str, Any]:
         if row["macs"]:
             row.update(estimate(row["macs"]))
         theirs.append(row)
-    return {"rule": __doc__.split("\n\n")[1].replace("\n", " "), "kws_edge": ours, "micro_wake_word": theirs}
+    return {"rule": __doc__.split("\n\n")[1].replace("\n", " "), "kws_edge": ours, "micro_wake_word": theirs,
+            "measured_command": MEASURE_COMMAND}
 
 
 def _row(title: str, r: dict[str, Any]) -> str:
@@ -111,4 +134,16 @@ def table(fig: dict[str, Any]) -> list[str]:
         rows.append(f"| kws_edge {r['model']} | error: {r['error']} | | | | | |" if "error" in r
                     else _row(f"kws_edge {r['model']}", r))
     rows += [_row(f"microWakeWord {r['model']} (published sizes)", r) for r in fig.get("micro_wake_word", [])]
-    return [*rows, "", fig.get("rule", "")]
+    rows += ["", fig.get("rule", "")]
+    measured = [r for r in fig.get("kws_edge", []) if r.get("m4")]
+    if measured:
+        rows += ["", "Measured: the sketch with TensorFlow Lite Micro (CMSIS-NN) on a Cortex-M4 under QEMU "
+                 f"(`{fig.get('measured_command', MEASURE_COMMAND)}`; instructions, about 1.2 cycles each):", "",
+                 "| model | instructions / inference | M instructions per audio second (whole loop) | "
+                 "x a 64 MHz M4 at 1.2 cycles/instruction | arena used on the M4 |", "|---|---|---|---|---|"]
+        for r in measured:
+            f = r["m4"]
+            per_s = f["instructions_per_audio_second"] or 0
+            rows.append(f"| kws_edge {r['model']} | {f['instructions_per_inference'] / 1e6:.2f} M | "
+                        f"{per_s / 1e6:.1f} | {per_s * 1.2 / CLOCK_HZ:.2f} | {f['arena_used_bytes']:,} |")
+    return rows

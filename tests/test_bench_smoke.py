@@ -136,3 +136,23 @@ def test_mcu_mac_count_from_tflite_equals_the_manifest(tiny_manifest: Path) -> N
     assert row["inferences_per_s"] == pytest.approx(64e6 / (6 * m.macs))
     assert row["range_low"] < row["inferences_per_s"] < row["range_high"]
     assert any(line.startswith("| kws_edge tiny_hey_jarvis | ") for line in mcu.table(fig))
+
+
+def test_mcu_table_shows_m4_measurements_of_the_same_export_only(tiny_manifest: Path, tmp_path: Path) -> None:
+    """A measured-firmware results file adds the M4 figures for the model whose sha256 it measured; a
+    measurement of another export is ignored."""
+    from benchmarks import mcu
+    from kws_edge import manifest as mf
+
+    m = mf.load(tiny_manifest)
+    figures = {"instructions_per_inference": 1_234_567, "instructions_per_audio_second": 21_000_000,
+               "arena_used_bytes": 4321}
+    results = tmp_path / "firmware_m4.json"
+    results.write_text(json.dumps({"models": {m.name: {"sha256": m.sha256, **figures},
+                                              "other": {"sha256": "0" * 64, **figures}}}))
+    fig = mcu.collect([tiny_manifest], None, results)
+    assert fig["kws_edge"][0]["m4"] == figures
+    text = "\n".join(mcu.table(fig))
+    assert f"| kws_edge {m.name} | 1.23 M | 21.0 | 0.39 | 4,321 |" in text
+    results.write_text(json.dumps({"models": {m.name: {"sha256": "f" * 64, **figures}}}))
+    assert "m4" not in mcu.collect([tiny_manifest], None, results)["kws_edge"][0]
