@@ -63,7 +63,10 @@ class Broker:
         self.port = free_port()
         self.tls = tls
         lines = [f"listener {self.port} 127.0.0.1", f"persistence {'true' if persistence else 'false'}",
-                 f"persistence_location {self.dir}/", "autosave_interval 1",
+                 # Save after every change (a subscription, a queued message), not once a second: a
+                 # broker SIGKILLed within a second of the test subscriber's SUBACK had lost its session,
+                 # and with it the detections replayed before the subscriber subscribed again.
+                 f"persistence_location {self.dir}/", "autosave_interval 1", "autosave_on_changes true",
                  f"user {pwd.getpwuid(os.geteuid()).pw_name}"]  # as root it would switch to 'mosquitto'
         if tls:
             self.certs = make_certs(self.dir / "certs")
