@@ -126,10 +126,6 @@ class ModelRunner:
     def name(self) -> str:
         return self.manifest.name
 
-    @property
-    def streaming(self) -> bool:
-        return self.manifest.streaming is not None
-
     def reset(self) -> None:
         """Forget a streaming model's state (nothing to do for a window model)."""
         if self.manifest.streaming is None:

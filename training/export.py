@@ -163,11 +163,16 @@ def _micro_ok_isolated(path: Path, arena: int) -> bool:
     return proc.returncode == 0
 
 
-def measure_arena(data: bytes, upper: int = 1 << 20) -> int:
-    """Smallest TFLite Micro tensor arena (bytes, multiple of 16) that constructs and invokes the model."""
+def measure_arena(data: bytes, upper: int = 1 << 20, stateful: bool | None = None) -> int:
+    """Smallest TFLite Micro tensor arena (bytes, multiple of 16) that constructs and invokes the model.
+
+    ``stateful``: the model has resource variables (probed in child processes); None: look at its ops.
+    """
+    if stateful is None:
+        stateful = "VAR_HANDLE" in inspect_tflite(data)["ops"]
     with tempfile.TemporaryDirectory() as tmp, quiet_native_output():
         probe: Callable[[int], bool] = functools.partial(_micro_ok, data)
-        if _has_variables(data):
+        if stateful:
             path = Path(tmp) / "model.tflite"
             path.write_bytes(data)
             probe = functools.partial(_micro_ok_isolated, path)
@@ -181,14 +186,6 @@ def measure_arena(data: bytes, upper: int = 1 << 20) -> int:
             else:
                 lo = mid
     return hi * _ARENA_ALIGN
-
-
-def _has_variables(data: bytes) -> bool:
-    from kws_edge.model import interpreter_backend, model_ops
-
-    _, factory = interpreter_backend()
-    interp = factory(model_content=data)
-    return "VAR_HANDLE" in model_ops(interp)
 
 
 def write_c_array(tflite_bytes: bytes, sha256: str, out_dir: Path,
@@ -297,7 +294,7 @@ def export_model(model: Any, spec: ExportSpec, representative: npt.NDArray[np.fl
         raise ModelError(
             f"{spec.name}: converted model is not int8 in/out: {info['input']}, {info['output']}")
     manifest = build_manifest(
-        spec, int8, info, measure_arena(int8),
+        spec, int8, info, measure_arena(int8, stateful="VAR_HANDLE" in info["ops"]),
         count_params(model) if params is None else params, count_macs(model) if macs is None else macs,
         training, metrics, streaming)
     (out_dir / manifest.model_file).write_bytes(int8)
