@@ -1,5 +1,10 @@
 """Clips -> augmented 1 s windows -> MFCC features, in parallel, deterministic per seed, cached.
 
+A streaming-family recipe with ``model.context_frames`` gets longer windows: that many frames of
+background (the window's own noise, or digital silence for a clean window) before the second the clip is
+placed in, so the model's running mean and pooling see what precedes a keyword in a stream. Sentences
+(long speech) fill the whole longer window instead.
+
 Every window is computed with ``kws_edge.features.mfcc`` on int16 samples, exactly what the runtime's
 streaming MFCC produces for the same samples. Each task carries its own seed, so the result does not
 depend on the number of workers or on the order they finish in.
@@ -50,8 +55,9 @@ class FeatureSet:
 _W: dict[str, Any] = {}
 
 
-def _init_worker(cfg: AugmentConfig, params: FeatureParams, bank: aug.NoiseBank, max_cut: int) -> None:
-    _W.update(cfg=cfg, params=params, bank=bank, max_cut=max_cut)
+def _init_worker(cfg: AugmentConfig, params: FeatureParams, bank: aug.NoiseBank, max_cut: int,
+                 context: int = 0) -> None:
+    _W.update(cfg=cfg, params=params, bank=bank, max_cut=max_cut, context=context)
 
 
 def _noise_window(rng: np.random.Generator, n: int) -> npt.NDArray[np.float64]:
@@ -67,23 +73,27 @@ def make_window(task: Task) -> npt.NDArray[np.float32]:
     """Worker: one task -> one (frames, numcep) float32 MFCC window."""
     cfg: AugmentConfig = _W["cfg"]
     params: FeatureParams = _W["params"]
-    n = params.sample_rate  # one second
+    n = params.sample_rate  # one second: where the clip goes
+    pre = _W.get("context", 0)  # samples of background before that second (stream family's context)
     rng = np.random.default_rng(task.seed)
     if task.samples is None:
-        noise = _noise_window(rng, n)
+        noise = _noise_window(rng, pre + n)
         x = aug.to_int16(noise, rng, (cfg.gain_db[0] - 20, cfg.gain_db[1] - 6)) if noise.any() \
-            else np.zeros(n, np.int16)
+            else np.zeros(pre + n, np.int16)
         return mfcc(x, params).astype(np.float32)
     s = task.samples.astype(np.float64)
     if task.augment:
         s = aug.speed(s, rng.uniform(*cfg.speed))
     cut = _W["max_cut"] if task.role == "keyword" else len(s)
-    x = aug.place(s, n, rng, max_cut_start=cut)
+    if task.role == "sentence":  # long speech fills the whole window
+        x = aug.place(s, pre + n, rng, max_cut_start=cut)
+    else:  # keyword, word, confusable: in the last second, background before it
+        x = np.concatenate([np.zeros(pre), aug.place(s, n, rng, max_cut_start=cut)])
     if task.augment and rng.random() >= cfg.clean_fraction:
         if rng.random() < cfg.reverb_prob:
             x = aug.reverb(x, aug.synthetic_rir(rng, rng.uniform(*cfg.rt60)))
         kind = cfg.noise_kinds[int(rng.integers(len(cfg.noise_kinds)))]
-        x = aug.mix_at_snr(x, _W["bank"].segment(kind, n, rng), rng.uniform(*cfg.snr_db))
+        x = aug.mix_at_snr(x, _W["bank"].segment(kind, len(x), rng), rng.uniform(*cfg.snr_db))
     if task.augment and cfg.mic_prob > 0 and rng.random() < cfg.mic_prob:
         x = aug.microphone(x, rng)
     return mfcc(aug.to_int16(x, rng, cfg.gain_db), params).astype(np.float32)
@@ -115,8 +125,10 @@ def noise_bank(recipe: Recipe, train_clips: list[Clip], seed: int) -> aug.NoiseB
 
 def _cache_key(recipe: Recipe, clips: dict[str, list[Clip]]) -> str:
     h = hashlib.sha256()
-    h.update(json.dumps([DATA_VERSION, recipe.seed, recipe.labels, recipe.to_dict()["augment"],
-                         recipe.synthesis.silence], sort_keys=True).encode())
+    key = [DATA_VERSION, recipe.seed, recipe.labels, recipe.to_dict()["augment"], recipe.synthesis.silence]
+    if recipe.model.context_frames:  # longer windows; 0 keeps the window family's keys
+        key.append({"context_frames": recipe.model.context_frames})
+    h.update(json.dumps(key, sort_keys=True).encode())
     for split in sorted(clips):
         for c in clips[split]:
             h.update(f"{split}|{c.label}|{c.role}|{len(c.samples)}|".encode())
@@ -143,10 +155,11 @@ def build_features(recipe: Recipe, clips: dict[str, list[Clip]], bank: aug.Noise
                                 recipe.seed + 3, n),
     }
     max_cut = int(a.max_cut_ms * params.sample_rate / 1000)
+    context = recipe.model.context_frames * params.hop  # each frame more is one hop more
     out: dict[str, FeatureSet] = {}
     for split, tasks in plans.items():
         xs = parallel_map(make_window, tasks, workers, f"features {split}", _init_worker,
-                          (a, params, bank, max_cut), chunksize=64)
+                          (a, params, bank, max_cut, context), chunksize=64)
         out[split] = FeatureSet(np.stack(xs), np.array([t.label for t in tasks], dtype=np.int64),
                                 np.array([t.role for t in tasks]))
     path.parent.mkdir(parents=True, exist_ok=True)

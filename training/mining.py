@@ -39,7 +39,7 @@ def mine(model: Any, recipe: Recipe, clips: list[npt.NDArray[np.int16]], bank: A
     t = recipe.train
     kinds = [k for k in recipe.augment.noise_kinds if k != "file"] or ["pink"]
     stream = st.negative_stream(clips, t.mining_hours, bank, kinds, seed)
-    window = params.frames_for(params.sample_rate)
+    window = int(model.input_shape[1])  # the training windows' frames (longer for a stream model's context)
     xs = stream_windows(stream.samples, params, window, recipe.decision.stride_frames)
     post = model.predict(xs, batch_size=1024, verbose=0)
     kw = [recipe.labels.index(k) for k in recipe.keyword_labels]

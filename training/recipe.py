@@ -73,6 +73,15 @@ class ModelSection:
     kernel: int = 5  # stream: time taps of every convolution
     norm_frames: int = 16  # stream: frames of the running mean the normalization subtracts
     pool_frames: int = 14  # stream: frames the head averages
+    # stream: frames of background before each training window's second, so the running mean and the
+    # pooling see context before the keyword as they do when streaming (training windows are
+    # WINDOW_FRAMES + context_frames long; the clip stays in the last second; 0: the window family's data)
+    context_frames: int = 0
+
+    @property
+    def window_frames(self) -> int:
+        """Frames of every training window."""
+        return WINDOW_FRAMES + self.context_frames
 
     def stream_config(self) -> Any:
         from training.streaming import StreamConfig
@@ -265,10 +274,14 @@ def _check(r: Recipe, where: str) -> None:
         from training.streaming import receptive_frames
 
         frames = receptive_frames(r.model.stream_config())  # StreamConfig checks the sizes
-        if frames > WINDOW_FRAMES:
+        if frames > r.model.window_frames:
             raise ConfigError(f"{where}: model: the stream model's receptive field is {frames} frames "
                               f"(norm_frames - 1 + (kernel - 1) * (blocks + 1) + pool_frames); the training "
-                              f"windows hold {WINDOW_FRAMES}")
+                              f"windows hold {r.model.window_frames} (WINDOW_FRAMES {WINDOW_FRAMES} + "
+                              f"model.context_frames)")
+    if r.model.context_frames < 0 or (r.model.context_frames and r.model.family != "stream"):
+        raise ConfigError(f"{where}: model.context_frames: expected an integer >= 0, and 0 unless "
+                          f"family = 'stream', got {r.model.context_frames}")
 
 
 def parse_recipe(data: dict[str, Any], where: str = "recipe") -> Recipe:
