@@ -264,17 +264,26 @@ def test_cli_real_only(realvoice_root: Path, tmp_path: Path) -> None:
     assert r.returncode == 2 and "--recipe is required" in r.stderr and "Traceback" not in r.stderr
 
 
-def test_real_threshold_pools_conditions_by_hours() -> None:
-    from training.workflow import _real_threshold
+def test_real_thresholds_pool_conditions_by_hours_and_split_the_budget_per_keyword() -> None:
+    from training.realvoice import GRID
+    from training.workflow import _real_thresholds
 
-    grid = [0.25, 0.5, 0.75]
+    def counts(fas: dict[float, int]) -> list[int]:  # false accepts at and below each listed threshold
+        return [next((n for t, n in sorted(fas.items()) if g <= t), 0) for g in GRID]
 
-    def curve(fas: list[float]) -> list[dict[str, float]]:
-        return [{"threshold": t, "fa_per_hour": f, "frr": 0.0} for t, f in zip(grid, fas, strict=True)]
-
+    # one keyword: at 0.5 the pooled rate is (0 + 6) / 4 h = 1.5 FA/h
     real = {"negative_hours": {"clean": 1.0, "10db": 3.0},
-            "det": {"clean": curve([4.0, 0.0, 0.0]), "10db": curve([4.0, 2.0, 0.0])}}
-    assert _real_threshold(real, 1.0) == 0.75  # at 0.5: (0 * 1 + 2 * 3) / 4 = 1.5 FA/h pooled
-    assert _real_threshold(real, 1.5) == 0.5
-    assert _real_threshold(real, 10.0) == 0.25
-    assert _real_threshold({"skipped": "no data"}, 1.0) is None
+            "fa_by_keyword": {"clean": {"a": counts({0.25: 4, 0.5: 0})}, "10db": {"a": counts({0.25: 12, 0.5: 6})}}}
+    assert _real_thresholds(real, 1.0, ["a"]) == {"a": GRID[GRID > 0.5][0]}
+    assert _real_thresholds(real, 1.5, ["a"]) == {"a": GRID[GRID > 0.25][0]}
+    assert _real_thresholds(real, 10.0, ["a"]) == {"a": GRID[0]}
+    # two keywords share the budget: each may have 0.5 FA/h (2 false accepts in 4 h), and the quiet one
+    # keeps a low threshold
+    real["fa_by_keyword"] = {"clean": {"a": counts({0.25: 2}), "b": counts({0.9: 2})},
+                             "10db": {"a": counts({0.25: 1}), "b": counts({0.9: 1})}}
+    got = _real_thresholds(real, 1.0, ["a", "b"])
+    assert got == {"a": GRID[GRID > 0.25][0], "b": GRID[GRID > 0.9][0]}
+    # a keyword whose false accepts come back above a quiet stretch takes the threshold above them all
+    real["fa_by_keyword"] = {"clean": {"a": counts({0.3: 0, 0.6: 5})}, "10db": {"a": counts({0.6: 0})}}
+    assert _real_thresholds(real, 1.0, ["a"]) == {"a": GRID[GRID > 0.6][0]}
+    assert _real_thresholds({"skipped": "no data"}, 1.0, ["a"]) is None

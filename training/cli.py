@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from kws_edge.errors import ConfigError
 
@@ -104,7 +105,7 @@ def train_main(args: argparse.Namespace) -> int:
                           args.run_dir or REPO / "runs" / name, _workers(args), args.report_dir)
     s = report["summary"]
     print(f"{name}: int8 accuracy {s['accuracy_int8']:.4f} (float {s['accuracy_float']:.4f}), "
-          f"FRR {s['frr']:.4f} at {s['fa_per_hour']} FA/h (threshold {s['threshold']:.3f}), "
+          f"FRR {s['frr']:.4f} at {s['fa_per_hour']} FA/h ({_threshold_text(s)}), "
           f"{s['size_bytes']} bytes, arena {s['arena_bytes']} bytes, total {report['timings']['total_s']} s")
     if s.get("real_fa_per_hour") is not None:
         frr = s.get("real_frr_clean")
@@ -115,6 +116,13 @@ def train_main(args: argparse.Namespace) -> int:
     if s.get("real_vs_synthetic"):
         print(f"warning: real and synthetic voices {s['real_vs_synthetic']}: trust the real figure")
     return 0
+
+
+def _threshold_text(summary: dict[str, Any]) -> str:
+    per_kw: dict[str, float] | None = summary.get("thresholds")
+    if not per_kw:
+        return f"threshold {summary['threshold']:.3f}"
+    return "thresholds " + ", ".join(f"{k} {v:.3f}" for k, v in per_kw.items())
 
 
 def add_eval_arguments(p: argparse.ArgumentParser) -> None:

@@ -150,7 +150,7 @@ def choose_decision(runner: ModelRunner, sets: StreamSet, default: DecisionParam
     return best, tried  # type: ignore[return-value]
 
 
-def detector_check(runner: ModelRunner, stream: st.Stream, threshold: float, params: DecisionParams,
+def detector_check(runner: ModelRunner, stream: st.Stream, thresholds: Mapping[str, float], params: DecisionParams,
                    chunk: int = 1600) -> dict[str, Any]:
     """Count detections of the real runtime Detector on a stream at the chosen operating point."""
     import dataclasses
@@ -158,7 +158,7 @@ def detector_check(runner: ModelRunner, stream: st.Stream, threshold: float, par
     m = runner.manifest
     decision = dataclasses.replace(m.decision, smoothing_ms=params.smoothing_ms, min_hits=params.min_hits)
     probe = runner.with_manifest(dataclasses.replace(m, decision=decision))
-    det = Detector([probe], {kw: threshold for kw in m.keywords}, timed=True)
+    det = Detector([probe], {kw: thresholds[kw] for kw in m.keywords}, timed=True)
     t0 = time.process_time()
     found = []
     x = stream.samples

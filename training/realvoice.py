@@ -259,6 +259,17 @@ def det_sweep(pos: tuple[st.Scores, st.Stream] | None, neg: tuple[st.Scores, st.
     return curve
 
 
+def fa_by_keyword(neg: tuple[st.Scores, st.Stream], labels: Sequence[str], keywords: Sequence[str],
+                  d: DecisionParams) -> dict[str, list[int]]:
+    """False accepts of each keyword alone at every threshold of :data:`GRID` (its own threshold; the
+    others' do not matter), for choosing per-keyword thresholds."""
+    out = {}
+    for kw in keywords:
+        sm = {kw: st.smoothed(neg[0], labels.index(kw), d.smoothing_ms)}
+        out[kw] = [len(detections(neg[0], labels, {kw: float(thr)}, d, sm)[kw]) for thr in GRID]
+    return out
+
+
 def frr_at_fa(curve: Sequence[Mapping[str, Any]], target_fa_h: float) -> dict[str, Any]:
     """The lowest threshold whose FA/h, and that of every higher threshold, is <= ``target_fa_h``."""
     ok = [i for i in range(len(curve)) if all(c["fa_per_hour"] <= target_fa_h for c in curve[i:])]
@@ -292,7 +303,7 @@ def evaluate_real(runner: ModelRunner, data_dir: Path | str | None = None, decis
     streams = build_streams(pos, neg, bank, NOISE_KINDS, seed, snr_db)
     labels, keywords = list(m.labels), list(m.keywords)
     out: dict[str, Any] = {"at_threshold": {}, "det": {}, "at_fa": {str(t): {} for t in TARGETS_FA_H},
-                           "negative_hours": {}}
+                           "negative_hours": {}, "fa_by_keyword": {}}
     n_false, hours = 0, 0.0
     for name, ss in streams.items():
         neg_sc = score(runner, ss["negative"], f"{name} negatives", progress)
@@ -308,6 +319,7 @@ def evaluate_real(runner: ModelRunner, data_dir: Path | str | None = None, decis
         out["negative_hours"][name] = round(ss["negative"].hours, 4)
         pair = (pos_sc, ss["positive"]) if pos_sc is not None else None
         out["det"][name] = det_sweep(pair, (neg_sc, ss["negative"]), labels, keywords, decision, tolerance_s)
+        out["fa_by_keyword"][name] = fa_by_keyword((neg_sc, ss["negative"]), labels, keywords, decision)
         for t in TARGETS_FA_H:
             out["at_fa"][str(t)][name] = frr_at_fa(out["det"][name], t)
     out["fa_per_hour"] = n_false / hours
