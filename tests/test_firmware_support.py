@@ -283,3 +283,46 @@ def pi_detection_lines(manifest: Path, samples: np.ndarray, reference_kernels: b
     found = Detector([runner]).process(samples)
     return [format_detection(d.keyword, d.score, round(d.t * rate) * 1000 // rate).decode("ascii").rstrip("\r\n")
             for d in found]
+
+
+# --- The Arduino library kws-edge flash builds from the TFLM tree (make nano-lib), and a fake arduino-cli
+
+def arduino_lib_tools_missing() -> str | None:
+    """Why the Nano's TFLM library cannot be built here, or None."""
+    for tool, package in (("arm-none-eabi-g++", "gcc-arm-none-eabi"), ("make", "make")):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed (Debian package {package})"
+    if not (TFLM_DIR / "tensorflow" / "lite" / "micro" / "micro_interpreter.h").exists():
+        return f"no TensorFlow Lite Micro tree at {TFLM_DIR} (set TFLM_DIR; see mcu_firmware/README.md)"
+    return None
+
+
+def build_arduino_lib(cache: Path) -> Path:
+    """The library exactly as ``kws-edge flash`` builds and caches it (kws_edge.flash.build_library), in
+    ``cache`` (what $XDG_CACHE_HOME/kws_edge/arduino is for flash); built once per cache and TFLM tree."""
+    from kws_edge.flash import build_library
+
+    return build_library(TFLM_DIR, cache)
+
+
+def fake_arduino_cli(path: Path, log: Path, compile_exit: int = 0) -> Path:
+    """An executable standing in for arduino-cli (which cannot be installed here): appends its argv as one
+    JSON line to ``log``; ``core list`` reports the arduino:mbed_nano core installed."""
+    import sys
+
+    path.write_text(f"#!{sys.executable}\n"
+                    "import json, sys\n"
+                    f"with open({str(log)!r}, 'a') as f:\n"
+                    "    f.write(json.dumps(sys.argv[1:]) + '\\n')\n"
+                    "if sys.argv[1:3] == ['core', 'list']:\n"
+                    "    print(json.dumps([{'id': 'arduino:mbed_nano', 'installed': '4.2.1'}]))\n"
+                    f"sys.exit({compile_exit} if sys.argv[1:2] == ['compile'] else 0)\n")
+    path.chmod(0o755)
+    return path
+
+
+def recorded_argv(log: Path) -> list[list[str]]:
+    """The command lines a fake_arduino_cli was called with, in order."""
+    import json
+
+    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
