@@ -5,6 +5,14 @@ background (the window's own noise, or digital silence for a clean window) befor
 placed in, so the model's running mean and pooling see what precedes a keyword in a stream. Sentences
 (long speech) fill the whole longer window instead.
 
+With ``model.context_speech`` (a share) that context carries no label: in that share of the windows of
+every class, speech precedes the second — for a keyword, word or confusable the tail of another
+non-keyword utterance of the same split ending a gap (:data:`CONTEXT_GAP_S`) before the clip's onset, no
+louder than the clip; for a noise window an utterance ending just before the second; a sentence fills the
+whole window. The other windows have background before the second, sentences included (speech after a
+pause, labelled unknown). Those choices come from a second generator seeded by the task, so the clip, its
+placement and its augmentation draw exactly what they draw without the option.
+
 Every window is computed with ``kws_edge.features.mfcc`` on int16 samples, exactly what the runtime's
 streaming MFCC produces for the same samples. Each task carries its own seed, so the result does not
 depend on the number of workers or on the order they finish in.
@@ -29,6 +37,10 @@ from training.recipe import AugmentConfig, Recipe
 from training.sources import Clip, parallel_map
 
 DATA_VERSION = "data-v2"
+CONTEXT_SPEECH_SEED = 0xC0E7  # mixed with each task's seed for the context-speech generator
+CONTEXT_GAP_S = (0.05, 0.5)  # seconds between the context speech's end and a clip's onset
+NOISE_GAP_S = (0.02, 0.3)  # seconds between the context speech's end and a noise window's second
+CONTEXT_LEVEL_DB = (-15.0, 0.0)  # context speech peak re the clip's peak (never louder: same int16 scale)
 
 
 @dataclass(frozen=True)
@@ -56,8 +68,36 @@ _W: dict[str, Any] = {}
 
 
 def _init_worker(cfg: AugmentConfig, params: FeatureParams, bank: aug.NoiseBank, max_cut: int,
-                 context: int = 0) -> None:
-    _W.update(cfg=cfg, params=params, bank=bank, max_cut=max_cut, context=context)
+                 context: int = 0, speech_share: float = 0.0,
+                 speech: tuple[npt.NDArray[np.int16], ...] = ()) -> None:
+    _W.update(cfg=cfg, params=params, bank=bank, max_cut=max_cut, context=context,
+              speech_share=speech_share if context and speech else 0.0, speech=speech)
+
+
+def _context_draw(task: Task) -> tuple[bool, np.random.Generator | None]:
+    """(option on, generator if this window gets speech in its context) from the task's own seed."""
+    share = _W.get("speech_share", 0.0)
+    if not share:
+        return False, None
+    rng = np.random.default_rng([task.seed, CONTEXT_SPEECH_SEED])
+    return True, rng if rng.random() < share else None
+
+
+def _speech_tail(rng: np.random.Generator, end: int, peak: float) -> npt.NDArray[np.float64]:
+    """``end`` samples ending with the end of a random utterance (trailing quiet trimmed), at ``peak``."""
+    speech = _W["speech"]
+    u = speech[int(rng.integers(len(speech)))].astype(np.float64)
+    loud = np.flatnonzero(np.abs(u) > 0.05 * (np.max(np.abs(u)) or 1.0))
+    tail = u[: loud[-1] + 1][-end:] if len(loud) else u[-end:]
+    out = np.zeros(end)
+    out[end - len(tail):] = tail
+    return out * (peak / (np.max(np.abs(out)) or 1.0))
+
+
+def _onset(x: npt.NDArray[np.float64]) -> int:
+    """First sample above 5 % of the peak: where the placed clip becomes audible."""
+    loud = np.flatnonzero(np.abs(x) > 0.05 * (np.max(np.abs(x)) or 1.0))
+    return int(loud[0]) if len(loud) else len(x)
 
 
 def _noise_window(rng: np.random.Generator, n: int) -> npt.NDArray[np.float64]:
@@ -69,6 +109,24 @@ def _noise_window(rng: np.random.Generator, n: int) -> npt.NDArray[np.float64]:
     return _W["bank"].segment(kind, n, rng)
 
 
+def _noise_only(rng: np.random.Generator, crng: np.random.Generator | None, pre: int,
+                n: int) -> npt.NDArray[np.int16]:
+    """A silence/noise window of ``pre + n`` samples; with ``crng``, speech in the first ``pre``."""
+    cfg: AugmentConfig = _W["cfg"]
+    noise = _noise_window(rng, pre + n)
+    x = aug.to_int16(noise, rng, (cfg.gain_db[0] - 20, cfg.gain_db[1] - 6)) if noise.any() \
+        else np.zeros(pre + n, np.int16)
+    if crng is None:
+        return x
+    end = pre - int(crng.uniform(*NOISE_GAP_S) * n)  # speech, then the window's second untouched
+    peak = 32767 * 10 ** (crng.uniform(*cfg.gain_db) / 20)
+    if end <= 0:
+        return x
+    y = x.astype(np.float64)
+    y[:end] += _speech_tail(crng, end, peak)
+    return np.clip(np.rint(y), -32768, 32767).astype(np.int16)
+
+
 def make_window(task: Task) -> npt.NDArray[np.float32]:
     """Worker: one task -> one (frames, numcep) float32 MFCC window."""
     cfg: AugmentConfig = _W["cfg"]
@@ -76,19 +134,23 @@ def make_window(task: Task) -> npt.NDArray[np.float32]:
     n = params.sample_rate  # one second: where the clip goes
     pre = _W.get("context", 0)  # samples of background before that second (stream family's context)
     rng = np.random.default_rng(task.seed)
+    option, crng = _context_draw(task)
     if task.samples is None:
-        noise = _noise_window(rng, pre + n)
-        x = aug.to_int16(noise, rng, (cfg.gain_db[0] - 20, cfg.gain_db[1] - 6)) if noise.any() \
-            else np.zeros(pre + n, np.int16)
-        return mfcc(x, params).astype(np.float32)
+        return mfcc(_noise_only(rng, crng, pre, n), params).astype(np.float32)
     s = task.samples.astype(np.float64)
     if task.augment:
         s = aug.speed(s, rng.uniform(*cfg.speed))
     cut = _W["max_cut"] if task.role == "keyword" else len(s)
-    if task.role == "sentence":  # long speech fills the whole window
+    if task.role == "sentence" and (not option or crng is not None):  # long speech fills the whole window
         x = aug.place(s, pre + n, rng, max_cut_start=cut)
-    else:  # keyword, word, confusable: in the last second, background before it
-        x = np.concatenate([np.zeros(pre), aug.place(s, n, rng, max_cut_start=cut)])
+    else:  # keyword, word, confusable (and, with the option, sentences): in the last second
+        placed = aug.place(s, n, rng, max_cut_start=cut)
+        x = np.concatenate([np.zeros(pre), placed])  # background before it...
+        if crng is not None:  # ...or the tail of another utterance
+            end = pre + _onset(placed) - int(crng.uniform(*CONTEXT_GAP_S) * n)
+            peak = np.max(np.abs(placed)) * 10 ** (crng.uniform(*CONTEXT_LEVEL_DB) / 20)
+            if end > 0:
+                x[:end] += _speech_tail(crng, end, peak)
     if task.augment and rng.random() >= cfg.clean_fraction:
         if rng.random() < cfg.reverb_prob:
             x = aug.reverb(x, aug.synthetic_rir(rng, rng.uniform(*cfg.rt60)))
@@ -128,6 +190,8 @@ def _cache_key(recipe: Recipe, clips: dict[str, list[Clip]]) -> str:
     key = [DATA_VERSION, recipe.seed, recipe.labels, recipe.to_dict()["augment"], recipe.synthesis.silence]
     if recipe.model.context_frames:  # longer windows; 0 keeps the window family's keys
         key.append({"context_frames": recipe.model.context_frames})
+    if recipe.model.context_speech:  # 0 keeps the keys of context_frames alone
+        key.append({"context_speech": recipe.model.context_speech})
     h.update(json.dumps(key, sort_keys=True).encode())
     for split in sorted(clips):
         for c in clips[split]:
@@ -156,10 +220,12 @@ def build_features(recipe: Recipe, clips: dict[str, list[Clip]], bank: aug.Noise
     }
     max_cut = int(a.max_cut_ms * params.sample_rate / 1000)
     context = recipe.model.context_frames * params.hop  # each frame more is one hop more
+    share = recipe.model.context_speech
     out: dict[str, FeatureSet] = {}
     for split, tasks in plans.items():
-        xs = parallel_map(make_window, tasks, workers, f"features {split}", _init_worker,
-                          (a, params, bank, max_cut, context), chunksize=64)
+        speech = tuple(c.samples for c in clips.get(split.removesuffix("_clean"), []) if c.role != "keyword")
+        init = (a, params, bank, max_cut, context, share, speech) if share else (a, params, bank, max_cut, context)
+        xs = parallel_map(make_window, tasks, workers, f"features {split}", _init_worker, init, chunksize=64)
         out[split] = FeatureSet(np.stack(xs), np.array([t.label for t in tasks], dtype=np.int64),
                                 np.array([t.role for t in tasks]))
     path.parent.mkdir(parents=True, exist_ok=True)

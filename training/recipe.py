@@ -77,6 +77,10 @@ class ModelSection:
     # pooling see context before the keyword as they do when streaming (training windows are
     # WINDOW_FRAMES + context_frames long; the clip stays in the last second; 0: the window family's data)
     context_frames: int = 0
+    # stream: share of training windows (every class) whose context holds speech: the tail of another
+    # non-keyword training utterance ending a plausible gap before the clip (or filling the whole window
+    # for sentences); the others keep background. So what precedes a window carries no label. 0: as before
+    context_speech: float = 0.0
 
     @property
     def window_frames(self) -> int:
@@ -282,6 +286,9 @@ def _check(r: Recipe, where: str) -> None:
     if r.model.context_frames < 0 or (r.model.context_frames and r.model.family != "stream"):
         raise ConfigError(f"{where}: model.context_frames: expected an integer >= 0, and 0 unless "
                           f"family = 'stream', got {r.model.context_frames}")
+    if not 0.0 <= r.model.context_speech <= 1.0 or (r.model.context_speech and not r.model.context_frames):
+        raise ConfigError(f"{where}: model.context_speech: expected a fraction in [0, 1], and 0 unless "
+                          f"model.context_frames > 0, got {r.model.context_speech}")
 
 
 def parse_recipe(data: dict[str, Any], where: str = "recipe") -> Recipe:
