@@ -133,9 +133,10 @@ def library_key(tflm: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def build_library(tflm: Path, cache: Path, jobs: int | None = None) -> Path:
+def build_library(tflm: Path, cache: Path, jobs: int | None = None, objects: Path | None = None) -> Path:
     """The Arduino precompiled library of ``tflm`` for the Nano 33 BLE (``make nano-lib``), cached under
-    ``cache``; return its folder (what ``arduino-cli compile --library`` takes)."""
+    ``cache``; return its folder (what ``arduino-cli compile --library`` takes). ``objects``: a TFLM build
+    folder to reuse (``make tflm`` with the same flags, e.g. the tests' QEMU build) instead of a fresh one."""
     key = library_key(tflm)
     final = cache / key / LIBRARY_NAME
     if (final / "library.properties").is_file():
@@ -149,8 +150,8 @@ def build_library(tflm: Path, cache: Path, jobs: int | None = None) -> Path:
     print(f"TFLM library: compiling {count} files of {tflm} for the Nano 33 BLE (Cortex-M4, softfp, gnu++17, "
           f"CMSIS-NN) into {final}; once per TFLM tree: minutes on a PC, longer on a Raspberry Pi", flush=True)
     log = work / "build.log"
-    cmd = [*make, f"-j{jobs or os.cpu_count() or 1}", f"NANO_OBJ={work / 'obj'}", f"NANO_LIB={work / LIBRARY_NAME}",
-           "nano-lib"]
+    cmd = [*make, f"-j{jobs or os.cpu_count() or 1}", f"NANO_OBJ={objects or work / 'obj'}",
+           f"NANO_LIB={work / LIBRARY_NAME}", "nano-lib"]
     try:
         with open(log, "w") as out:
             rc = _make_with_progress(cmd, out, count)

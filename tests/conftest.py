@@ -140,3 +140,15 @@ def realvoice_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
             clip = np.concatenate([pad, x, pad]) + rng.standard_normal(len(x) + 2 * len(pad)) * 20
             write_flac(root / folder / f"{folder}_{i}.flac", np.clip(clip, -32768, 32767).astype(np.int16))
     return root
+
+
+@pytest.fixture(scope="session")
+def tflm_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """TFLM + CMSIS-NN for the M4 (softfp, gnu++17: the Nano core's), built once per session and shared by
+    the QEMU firmware tests and the Arduino library kws-edge flash packs (make tflm; a few CPU-minutes)."""
+    from tests.test_firmware_support import arduino_lib_tools_missing, build_tflm
+
+    reason = arduino_lib_tools_missing()
+    if reason:
+        pytest.skip(reason)
+    return build_tflm(tmp_path_factory.mktemp("tflm"))

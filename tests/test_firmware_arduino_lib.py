@@ -73,10 +73,10 @@ def xdg_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def library(xdg_cache: Path) -> Path:
-    """The library as kws-edge flash builds it, once per session (``make nano-lib``: 195 files, about 8
-    CPU-minutes on the shared 2-core build machine), where flash looks for it with XDG_CACHE_HOME=xdg_cache."""
-    return build_arduino_lib(xdg_cache / "kws_edge" / "arduino")
+def library(xdg_cache: Path, tflm_build: Path) -> Path:
+    """The library as kws-edge flash builds it (``make nano-lib``), where flash looks for it with
+    XDG_CACHE_HOME=xdg_cache; it packs the session's TFLM build (the QEMU tests' objects, same flags)."""
+    return build_arduino_lib(xdg_cache / "kws_edge" / "arduino", tflm_build)
 
 
 def _properties(library: Path) -> dict[str, str]:

@@ -297,12 +297,13 @@ def arduino_lib_tools_missing() -> str | None:
     return None
 
 
-def build_arduino_lib(cache: Path) -> Path:
+def build_arduino_lib(cache: Path, tflm_out: Path | None = None) -> Path:
     """The library exactly as ``kws-edge flash`` builds and caches it (kws_edge.flash.build_library), in
-    ``cache`` (what $XDG_CACHE_HOME/kws_edge/arduino is for flash); built once per cache and TFLM tree."""
+    ``cache`` (what $XDG_CACHE_HOME/kws_edge/arduino is for flash); built once per cache and TFLM tree.
+    ``tflm_out``: the session's :func:`build_tflm` folder, whose objects (same flags) it reuses."""
     from kws_edge.flash import build_library
 
-    return build_library(TFLM_DIR, cache)
+    return build_library(TFLM_DIR, cache, objects=tflm_out)
 
 
 def fake_arduino_cli(path: Path, log: Path, compile_exit: int = 0) -> Path:

@@ -33,7 +33,6 @@ from tests.test_firmware_support import (
     REPO,
     FeatureCase,
     build_firmware,
-    build_tflm,
     firmware_bench,
     firmware_detect,
     firmware_tools_missing,
@@ -52,9 +51,9 @@ STREAM_CONFIG = StreamConfig(filters=8, blocks=1, kernel=5, norm_frames=16, pool
 
 
 @pytest.fixture(scope="module")
-def tflm(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """TFLM + CMSIS-NN built once for all the programs of this module."""
-    return build_tflm(tmp_path_factory.mktemp("tflm"))
+def tflm(tflm_build: Path) -> Path:
+    """TFLM + CMSIS-NN, the session's one build (the same objects as the Arduino library flash makes)."""
+    return tflm_build
 
 
 @pytest.fixture(scope="module")
