@@ -287,3 +287,29 @@ def test_real_thresholds_pool_conditions_by_hours_and_split_the_budget_per_keywo
     real["fa_by_keyword"] = {"clean": {"a": counts({0.3: 0, 0.6: 5})}, "10db": {"a": counts({0.6: 0})}}
     assert _real_thresholds(real, 1.0, ["a"]) == {"a": GRID[GRID > 0.6][0]}
     assert _real_thresholds({"skipped": "no data"}, 1.0, ["a"]) is None
+
+
+def test_substitution_floors_keep_a_keyword_off_the_others_utterances() -> None:
+    """"up" scores 0.7 inside 3 of 200 "stop" utterances: allowed to fire on 1 % of them (2), its floor
+    rises above 0.7; allowed 2 % (4), it keeps the lowest threshold."""
+    from kws_edge.decision import DecisionParams
+    from training.evaluate import floors_from_scores
+    from training.streams import Scores
+
+    labels, keywords = ["_silence_", "_unknown_", "up", "stop"], ["up", "stop"]
+    n = 200
+    times = np.arange(n * 50) * 60  # 60 ms runs, one utterance every 3 s
+    post = np.zeros((len(times), 4))
+    spans = [(i * 3.0 + 1.0, i * 3.0 + 1.5, "stop") for i in range(n)]
+    t = times / 1000
+    for i, (a, b, _) in enumerate(spans):
+        inside = (t >= a) & (t <= b)
+        post[inside, 3] = 0.99
+        if i < 3:  # three "stop" utterances also look like "up"
+            post[inside, 2] = 0.7
+    d = DecisionParams({"up": 0.5, "stop": 0.5}, smoothing_ms=0, min_hits=2, refractory_ms=1000)
+    floors = floors_from_scores([(Scores(times, post), spans)], labels, keywords, d, max_rate=0.01)
+    assert floors["up"] > 0.7  # 3 of 200 would be 1.5 %
+    assert floors["stop"] == 1 / 256  # no "up" utterance to fire on
+    floors = floors_from_scores([(Scores(times, post), spans)], labels, keywords, d, max_rate=0.02)
+    assert floors["up"] == 1 / 256  # 3 of 200 is within 2 % (4 allowed)

@@ -96,6 +96,12 @@ def evaluate_recipe(manifest_path: Path, recipe: Recipe, prep: Prepared | None, 
         thresholds = {k: max(thr, raised[k]) if keep_synthetic else raised[k] for k in m.keywords}
         log.info("thresholds %.3f -> %s: <= %.2f false accepts per hour on real speech", thr,
                  _fmt_thresholds(thresholds), recipe.eval.real_target_fa_per_hour)
+        if len(m.keywords) > 1:  # real speech holds no keywords: keep each from firing on the others
+            floors = ev.substitution_floors(runner, sets, params)
+            raised_by = {k: round(floors[k], 3) for k in m.keywords if floors[k] > thresholds[k]}
+            thresholds = {k: max(thresholds[k], floors[k]) for k in m.keywords}
+            log.info("thresholds raised so that no keyword fires on > 1%% of the others' utterances: %s",
+                     raised_by or "none")
         params = DecisionParams(thresholds, params.smoothing_ms, params.min_hits, params.refractory_ms)
         real = real_voice_check(runner, params, realvoice_dir)
     evs = ev.positive_events(runner, sets, params)
