@@ -109,6 +109,13 @@ class TrainConfig:
     time_masks: int = 0  # SpecAugment: time masks per training window (each up to time_mask_frames)
     time_mask_frames: int = 6
     freq_masks: int = 0  # SpecAugment: masked MFCC coefficients per training window (0..freq_masks)
+    # Knowledge distillation (training/distill.py): a shipped manifest (path relative to the repo root or
+    # absolute) whose float model (<name>.float.tflite next to it) scores every training window once; the
+    # loss becomes (1 - distill_weight) * CE(label) + distill_weight * T^2 * KL(teacher_T || student_T),
+    # T = distill_temperature. Empty: plain cross-entropy, and the keys below are not part of the recipe.
+    teacher: str = ""
+    distill_weight: float = 0.5  # alpha, in [0, 1]
+    distill_temperature: float = 2.0  # T, > 0
 
 
 @dataclass(frozen=True)
@@ -173,6 +180,9 @@ class Recipe:
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data.pop("path")
+        if not self.train.teacher:  # without a teacher the recipe reads as it did before distillation
+            for key in ("teacher", "distill_weight", "distill_temperature"):
+                data["train"].pop(key)
         return data
 
 
@@ -268,6 +278,7 @@ def _check(r: Recipe, where: str) -> None:
         raise ConfigError(f"{where}: augment.mic_prob: expected a fraction in [0, 1], got {a.mic_prob}")
     if min(r.train.time_masks, r.train.time_mask_frames, r.train.freq_masks) < 0:
         raise ConfigError(f"{where}: train.time_masks/time_mask_frames/freq_masks must be >= 0")
+    _check_distill(r, where)
     if r.eval.threshold_from not in ("both", "real"):
         raise ConfigError(f"{where}: eval.threshold_from: expected 'both' or 'real', got {r.eval.threshold_from!r}")
     if r.eval.negative_hours <= 0:
@@ -289,6 +300,41 @@ def _check(r: Recipe, where: str) -> None:
     if not 0.0 <= r.model.context_speech <= 1.0 or (r.model.context_speech and not r.model.context_frames):
         raise ConfigError(f"{where}: model.context_speech: expected a fraction in [0, 1], and 0 unless "
                           f"model.context_frames > 0, got {r.model.context_speech}")
+
+
+def _check_distill(r: Recipe, where: str) -> None:
+    """``train.distill_*`` ranges; with a ``train.teacher``: a loadable manifest with a float model, the
+    recipe's labels and feature parameters and a window no longer than the recipe's."""
+    t = r.train
+    if not 0.0 <= t.distill_weight <= 1.0:
+        raise ConfigError(f"{where}: train.distill_weight: expected a fraction in [0, 1], got {t.distill_weight}")
+    if not t.distill_temperature > 0:
+        raise ConfigError(f"{where}: train.distill_temperature: expected a number > 0, got {t.distill_temperature}")
+    if not t.teacher:
+        return
+    from kws_edge import manifest as mf
+    from kws_edge.errors import ModelError
+    from kws_edge.features import FeatureParams
+    from training.distill import float_model_path, teacher_path
+
+    try:
+        m = mf.load(teacher_path(t.teacher))
+    except ModelError as exc:
+        raise ConfigError(f"{where}: train.teacher: expected a model manifest, got {t.teacher!r} ({exc})") from None
+    if m.streaming is not None:
+        raise ConfigError(f"{where}: train.teacher: expected a window model, {t.teacher!r} is a streaming one")
+    float_path = float_model_path(m)
+    if not float_path.exists():
+        raise ConfigError(f"{where}: train.teacher: the teacher's float model {float_path} is missing")
+    if list(m.labels) != list(r.labels):
+        raise ConfigError(f"{where}: train.teacher: the teacher's labels {list(m.labels)} differ from the "
+                          f"recipe's {list(r.labels)}")
+    if m.features != FeatureParams():
+        raise ConfigError(f"{where}: train.teacher: the teacher's feature parameters {m.features} differ from "
+                          f"the recipe's {FeatureParams()}")
+    if m.window_frames > r.model.window_frames:
+        raise ConfigError(f"{where}: train.teacher: the teacher reads {m.window_frames} frames, the recipe's "
+                          f"training windows hold {r.model.window_frames}")
 
 
 def parse_recipe(data: dict[str, Any], where: str = "recipe") -> Recipe:

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from training import distill
 from training.data import FeatureSet
 from training.model import DsCnnConfig, build_dscnn
 from training.recipe import Recipe
@@ -51,7 +52,8 @@ def train_model(recipe: Recipe, sets: dict[str, FeatureSet], verbose: bool = Tru
     """Train the recipe's DS-CNN; return (model with the best validation epoch's weights, history).
 
     With ``train.mining_rounds`` > 0, ``negatives`` (non-keyword training clips) and ``bank`` (noise)
-    feed hard-negative mining rounds after the first pass.
+    feed hard-negative mining rounds after the first pass. With ``train.teacher`` the model learns from
+    the teacher's posteriors too (training/distill.py).
     """
     import keras
 
@@ -68,24 +70,43 @@ def train_model(recipe: Recipe, sets: dict[str, FeatureSet], verbose: bool = Tru
         model = build_dscnn(cfg, (frames, coeffs), len(recipe.labels))
     t = recipe.train
     steps = max(1, int(np.ceil(len(tr) / t.batch_size))) * t.epochs
-    lr = keras.optimizers.schedules.CosineDecay(t.learning_rate, steps, alpha=0.02)
-    model.compile(optimizer=keras.optimizers.Adam(lr), loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
+    _compile(model, recipe, keras.optimizers.schedules.CosineDecay(t.learning_rate, steps, alpha=0.02))
     keep = _best_weights_callback(val)
     weights = class_weights(tr.y, recipe.labels, t.unknown_weight)
-    hist = _fit(model, tr.x, tr.y, weights, recipe, t.epochs, val, [keep], verbose)
+    soft = _teacher(recipe, tr.x)
+    val_data = (val.x, distill.targets(val.y, _teacher(recipe, val.x)))
+    hist = _fit(model, tr.x, tr.y, soft, weights, recipe, t.epochs, val_data, [keep], verbose)
     sys.stdout.flush()
     if keep.weights:
         model.set_weights(keep.weights)
     history: dict[str, Any] = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
     history["best_epoch"] = keep.best_epoch + 1
     if t.mining_rounds and negatives:
-        history["mining"] = _mining_rounds(model, recipe, tr, val, weights, negatives, bank, verbose)
+        history["mining"] = _mining_rounds(model, recipe, tr, soft, val_data, weights, negatives, bank, verbose)
     return model, history
 
 
-def _mining_rounds(model: Any, recipe: Recipe, tr: FeatureSet, val: FeatureSet, weights: dict[int, float],
-                   negatives: list[Any], bank: Any, verbose: bool) -> list[dict[str, Any]]:
+def _teacher(recipe: Recipe, x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32] | None:
+    """The teacher's posteriors for ``x`` (None without ``train.teacher``)."""
+    return distill.teacher_posteriors(recipe.train.teacher, x) if recipe.train.teacher else None
+
+
+def _compile(model: Any, recipe: Recipe, lr: Any) -> None:
+    """Adam at ``lr``; cross-entropy, or the distillation loss with a teacher; metric ``accuracy``."""
+    import keras
+
+    t = recipe.train
+    if not t.teacher:
+        model.compile(optimizer=keras.optimizers.Adam(lr), loss="sparse_categorical_crossentropy",
+                      metrics=["accuracy"])
+        return
+    model.compile(optimizer=keras.optimizers.Adam(lr), loss=distill.distill_loss(t.distill_weight,
+                  t.distill_temperature), metrics=[distill.hard_accuracy()])
+
+
+def _mining_rounds(model: Any, recipe: Recipe, tr: FeatureSet, soft: npt.NDArray[np.float32] | None,
+                   val_data: tuple[Any, Any], weights: dict[int, float], negatives: list[Any], bank: Any,
+                   verbose: bool) -> list[dict[str, Any]]:
     """Mine hard negatives from training voices and keep training on them, ``mining_rounds`` times."""
     import keras
 
@@ -99,30 +120,39 @@ def _mining_rounds(model: Any, recipe: Recipe, tr: FeatureSet, val: FeatureSet, 
         hard, stats = mine(model, recipe, negatives, bank, recipe.seed + 1000 + r)
         x = np.concatenate([x, hard])
         y = np.concatenate([y, np.full(len(hard), unknown, dtype=y.dtype)])
+        hard_soft = _teacher(recipe, hard)
+        soft = None if soft is None or hard_soft is None else np.concatenate([soft, hard_soft])
         steps = max(1, int(np.ceil(len(y) / t.batch_size))) * t.mining_epochs
-        lr = keras.optimizers.schedules.CosineDecay(t.learning_rate * 0.3, steps, alpha=0.05)
-        model.compile(optimizer=keras.optimizers.Adam(lr), loss="sparse_categorical_crossentropy",
-                      metrics=["accuracy"])
-        hist = _fit(model, x, y, weights, recipe, t.mining_epochs, val, [], verbose)
+        _compile(model, recipe, keras.optimizers.schedules.CosineDecay(t.learning_rate * 0.3, steps, alpha=0.05))
+        hist = _fit(model, x, y, soft, weights, recipe, t.mining_epochs, val_data, [], verbose)
         sys.stdout.flush()
         rounds.append(stats | {"val_accuracy": [float(v) for v in hist.history["val_accuracy"]]})
     return rounds
 
 
-def _fit(model: Any, x: npt.NDArray[np.float32], y: npt.NDArray[np.int64], weights: dict[int, float],
-         recipe: Recipe, epochs: int, val: FeatureSet, callbacks: list[Any], verbose: bool) -> Any:
-    """``model.fit`` with class weights; through SpecAugment masking when the recipe asks for it."""
+def _fit(model: Any, x: npt.NDArray[np.float32], y: npt.NDArray[np.int64], soft: npt.NDArray[np.float32] | None,
+         weights: dict[int, float], recipe: Recipe, epochs: int, val_data: tuple[Any, Any], callbacks: list[Any],
+         verbose: bool) -> Any:
+    """``model.fit`` with class weights (as sample weights with teacher posteriors ``soft``, which join the
+    labels as targets); through SpecAugment masking when the recipe asks for it."""
     t = recipe.train
     if not (t.time_masks or t.freq_masks):
-        return model.fit(x, y, batch_size=t.batch_size, epochs=epochs, validation_data=(val.x, val.y),
-                         class_weight=weights, shuffle=True, callbacks=callbacks, verbose=2 if verbose else 0)
-    return model.fit(spec_augmented(x, y, weights, recipe), epochs=epochs, validation_data=(val.x, val.y),
+        cw = {"class_weight": weights} if soft is None else {"sample_weight": _sample_weights(y, weights)}
+        return model.fit(x, distill.targets(y, soft), batch_size=t.batch_size, epochs=epochs,
+                         validation_data=val_data, shuffle=True, callbacks=callbacks,
+                         verbose=2 if verbose else 0, **cw)
+    return model.fit(spec_augmented(x, y, weights, recipe, soft), epochs=epochs, validation_data=val_data,
                      shuffle=False, callbacks=callbacks, verbose=2 if verbose else 0)  # the dataset shuffles
 
 
+def _sample_weights(y: npt.NDArray[np.int64], weights: dict[int, float]) -> npt.NDArray[np.float32]:
+    return np.array([weights[int(c)] for c in y], dtype=np.float32)
+
+
 def spec_augmented(x: npt.NDArray[np.float32], y: npt.NDArray[np.int64], weights: dict[int, float],
-                   recipe: Recipe) -> Any:
-    """A shuffled, batched tf.data pipeline of (window, label, class weight) with SpecAugment masks.
+                   recipe: Recipe, soft: npt.NDArray[np.float32] | None = None) -> Any:
+    """A shuffled, batched tf.data pipeline of (window, target, class weight) with SpecAugment masks; the
+    target is the label, or [label, teacher posteriors...] with ``soft`` (training/distill.py).
 
     Each epoch draws new masks: ``time_masks`` runs of up to ``time_mask_frames`` frames and one band of
     up to ``freq_masks`` MFCC coefficients per window are replaced by that window's mean over time (the
@@ -132,7 +162,7 @@ def spec_augmented(x: npt.NDArray[np.float32], y: npt.NDArray[np.int64], weights
 
     t = recipe.train
     frames, coeffs = x.shape[1:]
-    sw = np.array([weights[int(c)] for c in y], dtype=np.float32)
+    sw = _sample_weights(y, weights)
 
     def mask(xb: Any, yb: Any, wb: Any) -> Any:
         b = tf.shape(xb)[0]
@@ -150,7 +180,7 @@ def spec_augmented(x: npt.NDArray[np.float32], y: npt.NDArray[np.int64], weights
             hide |= ((pos_f >= start) & (pos_f < start + width))[:, None, :]
         return tf.where(hide, mean, xb), yb, wb
 
-    ds = tf.data.Dataset.from_tensor_slices((x, y, sw))
+    ds = tf.data.Dataset.from_tensor_slices((x, distill.targets(y, soft), sw))
     ds = ds.shuffle(len(y), seed=recipe.seed, reshuffle_each_iteration=True).batch(t.batch_size)
     return ds.map(mask, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
 
