@@ -164,7 +164,7 @@ def test_tiny_real_voice_recipe_run(tmp_path: Path) -> None:
     assert real["clips"]["positive"] == {"computer": 2}
     assert not {"snowboy", "smart_mirror"} & set(real["negative_sources"])
     assert 0.0 <= report["summary"]["real_frr_clean"] <= 1.0
-    assert report["summary"]["threshold_from"] in ("real speech", "synthetic streams")
+    assert report["summary"]["threshold_from"] in ("real speech", "synthetic streams", "synthetic and real speech")
     assert m.decision.thresholds["computer"] == report["summary"]["threshold"]
     engines = set(report["frr_by_engine"]["100.0"])
     assert engines and engines <= {"espeak-ng", "espeak-ng-accent", "flite"}  # festival/piper: training only

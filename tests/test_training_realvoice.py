@@ -287,6 +287,12 @@ def test_real_thresholds_pool_conditions_by_hours_and_split_the_budget_per_keywo
     real["fa_by_keyword"] = {"clean": {"a": counts({0.3: 0, 0.6: 5})}, "10db": {"a": counts({0.6: 0})}}
     assert _real_thresholds(real, 1.0, ["a"]) == {"a": GRID[GRID > 0.6][0]}
     assert _real_thresholds({"skipped": "no data"}, 1.0, ["a"]) is None
+    # the synthetic side: one condition, 0.5 FA/h over 10 keywords in 0.5 h allows none per keyword
+    from training.evaluate import per_keyword_thresholds
+
+    synth = {"synthetic": {"a": counts({0.7: 1}), "b": counts({})}}
+    assert per_keyword_thresholds(synth, {"synthetic": 0.5}, 0.5, ["a", "b"]) == {"a": GRID[GRID > 0.7][0],
+                                                                                  "b": GRID[0]}
 
 
 def test_substitution_floors_keep_a_keyword_off_the_others_utterances() -> None:

@@ -227,6 +227,38 @@ def frr_breakdown(spans: Sequence[tuple[float, float, str]], voices: Sequence[st
     return {kind: dict(sorted(rows.items())) for kind, rows in out.items()}
 
 
+def per_keyword_thresholds(counts: Mapping[str, Mapping[str, Sequence[int]]], hours: Mapping[str, float],
+                           target_fa_h: float, keywords: Sequence[str]) -> dict[str, float]:
+    """Per keyword, the lowest threshold (1/256 grid) at and above which that keyword alone, pooled over the
+    conditions in ``counts`` (condition -> keyword -> false accepts at each grid threshold), stays within its
+    share of ``target_fa_h`` (split evenly over the keywords, so together they stay within it).
+
+    One keyword gets the whole budget; with several, a keyword that speech rarely sounds like gets a lower
+    threshold than one it often does, instead of every keyword taking the worst one's."""
+    from training.realvoice import GRID
+
+    total = sum(hours[name] for name in counts)
+    share = target_fa_h / len(keywords)
+    out = {}
+    for kw in keywords:
+        pooled = [sum(counts[name][kw][i] for name in counts) / total for i in range(len(GRID))]
+        ok = [i for i in range(len(GRID)) if all(fa <= share for fa in pooled[i:])]
+        out[kw] = float(GRID[ok[0]] if ok else GRID[-1])
+    return out
+
+
+def synthetic_thresholds(runner: ModelRunner, sets: StreamSet, d: DecisionParams, target_fa_h: float
+                         ) -> dict[str, float]:
+    """:func:`per_keyword_thresholds` on the held-out-voice negative stream."""
+    from training.realvoice import fa_by_keyword
+
+    m = runner.manifest
+    scores = st.stream_scores(runner, sets.negative.samples)
+    counts = fa_by_keyword((scores, sets.negative), list(m.labels), list(m.keywords), d)
+    return per_keyword_thresholds({"synthetic": counts}, {"synthetic": sets.negative.hours}, target_fa_h,
+                                  list(m.keywords))
+
+
 def substitution_floors(runner: ModelRunner, sets: StreamSet, d: DecisionParams, max_rate: float = 0.01,
                         tolerance_s: float = 0.8) -> dict[str, float]:
     """Per keyword, the lowest threshold (1/256 grid) at and above which it fires on at most ``max_rate`` of

@@ -90,10 +90,15 @@ def evaluate_recipe(manifest_path: Path, recipe: Recipe, prep: Prepared | None, 
     raised = _real_thresholds(real, recipe.eval.real_target_fa_per_hour, list(m.keywords)) \
         if recipe.eval.real_threshold else None
     thresholds = {k: thr for k in m.keywords}
-    from_real = raised is not None and (any(v > thr for v in raised.values()) or recipe.eval.threshold_from == "real")
+    per_keyword = len(m.keywords) > 1
+    from_real = raised is not None and (any(v > thr for v in raised.values()) or per_keyword
+                                        or recipe.eval.threshold_from == "real")
     if raised is not None and from_real:
         keep_synthetic = recipe.eval.threshold_from != "real"  # "both": the stricter of the two, per keyword
-        thresholds = {k: max(thr, raised[k]) if keep_synthetic else raised[k] for k in m.keywords}
+        synthetic = {k: thr for k in m.keywords}
+        if keep_synthetic and per_keyword:  # each keyword its share of the synthetic budget too
+            synthetic = ev.synthetic_thresholds(runner, sets, params, recipe.eval.target_fa_per_hour)
+        thresholds = {k: max(synthetic[k], raised[k]) if keep_synthetic else raised[k] for k in m.keywords}
         log.info("thresholds %.3f -> %s: <= %.2f false accepts per hour on real speech", thr,
                  _fmt_thresholds(thresholds), recipe.eval.real_target_fa_per_hour)
         if len(m.keywords) > 1:  # real speech holds no keywords: keep each from firing on the others
@@ -117,7 +122,8 @@ def evaluate_recipe(manifest_path: Path, recipe: Recipe, prep: Prepared | None, 
         summary["thresholds"] = thresholds
     if from_real:  # the synthetic stream's false accepts at the raised thresholds
         summary["fa_per_hour"] = round(check["per_hour"], 3)
-    summary["threshold_from"] = "real speech" if from_real else "synthetic streams"
+    summary["threshold_from"] = ("synthetic streams" if not from_real else "real speech"
+                                 if recipe.eval.threshold_from == "real" else "synthetic and real speech")
     summary |= real_summary(real, summary["frr"])
     report = {
         "model": m.name, "manifest": str(manifest_path), "recipe": recipe.path, "summary": summary,
@@ -144,27 +150,11 @@ def evaluate_recipe(manifest_path: Path, recipe: Recipe, prep: Prepared | None, 
 
 
 def _real_thresholds(real: dict[str, Any], target_fa_h: float, keywords: list[str]) -> dict[str, float] | None:
-    """Per keyword, the lowest threshold at which (and above which) that keyword's false accepts on real
-    speech, pooled over every condition (clean, noisy), stay <= its share of ``target_fa_h`` (the target
-    split evenly over the keywords, so all of them together stay within it); None without real data.
-
-    One keyword gets the whole budget; with several, a keyword that real speech rarely sounds like
-    gets a lower threshold than one it often does, instead of every keyword taking the worst one's."""
-    from training.realvoice import GRID
-
+    """:func:`training.evaluate.per_keyword_thresholds` on the real speech, pooled over every condition
+    (clean, noisy); None without real data."""
     if "skipped" in real or not real.get("fa_by_keyword"):
         return None
-    hours = real["negative_hours"]
-    counts = real["fa_by_keyword"]
-    total = sum(hours[name] for name in counts)
-    grid = [float(t) for t in GRID]
-    share = target_fa_h / len(keywords)
-    out = {}
-    for kw in keywords:
-        pooled = [sum(counts[name][kw][i] for name in counts) / total for i in range(len(grid))]
-        ok = [i for i in range(len(grid)) if all(fa <= share for fa in pooled[i:])]
-        out[kw] = grid[ok[0]] if ok else grid[-1]
-    return out
+    return ev.per_keyword_thresholds(real["fa_by_keyword"], real["negative_hours"], target_fa_h, keywords)
 
 
 def _fmt_thresholds(thresholds: dict[str, float]) -> str:
