@@ -149,7 +149,10 @@ def firmware_figures(names: list[str], audio: Path, work: Path) -> dict[str, Any
     samples = read_wav(audio)
     tflm = build_tflm(work / "tflm")
     out: dict[str, Any] = {"audio": str(audio.relative_to(REPO)), "audio_seconds": len(samples) / 16000,
-                           "tflm_dir": str(TFLM_DIR), "models": {}}
+                           "tflm_dir": str(TFLM_DIR),
+                           "build": "-mcpu=cortex-m4 -mfpu=fpv4-sp-d16 -mfloat-abi=softfp -std=gnu++17 (host/Makefile "
+                                    "defaults: the Nano core's ABI, the objects kws-edge flash packs)",
+                           "models": {}}
     for name in names:
         manifest = resolve_manifest(name)
         m = mf.load(manifest)
