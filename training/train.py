@@ -75,7 +75,7 @@ def train_model(recipe: Recipe, sets: dict[str, FeatureSet], verbose: bool = Tru
     weights = class_weights(tr.y, recipe.labels, t.unknown_weight)
     soft = _teacher(recipe, tr.x)
     val_data = (val.x, distill.targets(val.y, _teacher(recipe, val.x)))
-    hist = _fit(model, tr.x, tr.y, soft, weights, recipe, t.epochs, val_data, [keep], verbose)
+    hist = _fit(model, tr.x, tr.y, soft, weights, recipe, t.epochs, val_data, [keep], verbose, salt=0)
     sys.stdout.flush()
     if keep.weights:
         model.set_weights(keep.weights)
@@ -124,7 +124,7 @@ def _mining_rounds(model: Any, recipe: Recipe, tr: FeatureSet, soft: npt.NDArray
         soft = None if soft is None or hard_soft is None else np.concatenate([soft, hard_soft])
         steps = max(1, int(np.ceil(len(y) / t.batch_size))) * t.mining_epochs
         _compile(model, recipe, keras.optimizers.schedules.CosineDecay(t.learning_rate * 0.3, steps, alpha=0.05))
-        hist = _fit(model, x, y, soft, weights, recipe, t.mining_epochs, val_data, [], verbose)
+        hist = _fit(model, x, y, soft, weights, recipe, t.mining_epochs, val_data, [], verbose, salt=r + 1)
         sys.stdout.flush()
         rounds.append(stats | {"val_accuracy": [float(v) for v in hist.history["val_accuracy"]]})
     return rounds
@@ -132,17 +132,24 @@ def _mining_rounds(model: Any, recipe: Recipe, tr: FeatureSet, soft: npt.NDArray
 
 def _fit(model: Any, x: npt.NDArray[np.float32], y: npt.NDArray[np.int64], soft: npt.NDArray[np.float32] | None,
          weights: dict[int, float], recipe: Recipe, epochs: int, val_data: tuple[Any, Any], callbacks: list[Any],
-         verbose: bool) -> Any:
+         verbose: bool, salt: int = 0) -> Any:
     """``model.fit`` with class weights (as sample weights with teacher posteriors ``soft``, which join the
-    labels as targets); through SpecAugment masking when the recipe asks for it."""
+    labels as targets); through SpecAugment masking when the recipe asks for it (masks keyed by ``salt``,
+    one per fit: 0 for the first pass, 1 + r for mining round r)."""
     t = recipe.train
     if not (t.time_masks or t.freq_masks):
         cw = {"class_weight": weights} if soft is None else {"sample_weight": _sample_weights(y, weights)}
         return model.fit(x, distill.targets(y, soft), batch_size=t.batch_size, epochs=epochs,
                          validation_data=val_data, shuffle=True, callbacks=callbacks,
                          verbose=2 if verbose else 0, **cw)
-    return model.fit(spec_augmented(x, y, weights, recipe, soft), epochs=epochs, validation_data=val_data,
+    ds = spec_augmented(x, y, weights, recipe, soft, epochs=epochs, salt=salt)
+    return model.fit(ds, epochs=epochs, steps_per_epoch=_batches(len(y), t.batch_size), validation_data=val_data,
                      shuffle=False, callbacks=callbacks, verbose=2 if verbose else 0)  # the dataset shuffles
+
+
+def _batches(n: int, batch_size: int) -> int:
+    """Batches in one epoch of ``n`` windows (the last one may be short)."""
+    return max(1, -(-n // batch_size))
 
 
 def _sample_weights(y: npt.NDArray[np.int64], weights: dict[int, float]) -> npt.NDArray[np.float32]:
@@ -150,39 +157,53 @@ def _sample_weights(y: npt.NDArray[np.int64], weights: dict[int, float]) -> npt.
 
 
 def spec_augmented(x: npt.NDArray[np.float32], y: npt.NDArray[np.int64], weights: dict[int, float],
-                   recipe: Recipe, soft: npt.NDArray[np.float32] | None = None) -> Any:
-    """A shuffled, batched tf.data pipeline of (window, target, class weight) with SpecAugment masks; the
-    target is the label, or [label, teacher posteriors...] with ``soft`` (training/distill.py).
+                   recipe: Recipe, soft: npt.NDArray[np.float32] | None = None, epochs: int = 1,
+                   salt: int = 0) -> Any:
+    """``epochs`` passes over a shuffled, batched tf.data pipeline of (window, target, class weight) with
+    SpecAugment masks; the target is the label, or [label, teacher posteriors...] with ``soft``
+    (training/distill.py). Fit it with ``steps_per_epoch`` = ``_batches(len(y), batch_size)``.
 
     Each epoch draws new masks: ``time_masks`` runs of up to ``time_mask_frames`` frames and one band of
     up to ``freq_masks`` MFCC coefficients per window are replaced by that window's mean over time (the
-    cepstral "neutral" value), so the model cannot lean on any single moment or coefficient.
+    cepstral "neutral" value), so the model cannot lean on any single moment or coefficient. Widths and
+    starts are uniform integers (0..max width, 0..frames-1 / coeffs-1); they come from stateless random
+    ops keyed by (recipe seed, ``salt``) and the running batch number across all epochs, so the same seed
+    gives the same masks whatever order the parallel map finishes its batches in.
     """
     import tensorflow as tf
 
     t = recipe.train
     frames, coeffs = x.shape[1:]
     sw = _sample_weights(y, weights)
+    key = tf.constant([recipe.seed, salt], dtype=tf.int64)
+    draws = 2 * t.time_masks + (2 if t.freq_masks else 0)
 
-    def mask(xb: Any, yb: Any, wb: Any) -> Any:
+    def mask(step: Any, batch: Any) -> Any:
+        xb, yb, wb = batch
         b = tf.shape(xb)[0]
+        seeds = iter(tf.unstack(tf.random.experimental.stateless_split(
+            tf.random.experimental.stateless_fold_in(key, step), num=max(draws, 1))))
+
+        def uniform(high: int) -> Any:  # [b, 1] integers in [0, high)
+            return tf.random.stateless_uniform([b, 1], next(seeds), 0, high, dtype=tf.int32)
+
         mean = tf.reduce_mean(xb, axis=1, keepdims=True)
         hide = tf.zeros_like(xb, dtype=tf.bool)
         pos_t = tf.range(frames)[None, :]
         for _ in range(t.time_masks):
-            width = tf.random.uniform([b, 1], 0, t.time_mask_frames + 1, dtype=tf.int32)
-            start = tf.random.uniform([b, 1], 0, frames, dtype=tf.int32)
+            width = uniform(t.time_mask_frames + 1)
+            start = uniform(frames)
             hide |= ((pos_t >= start) & (pos_t < start + width))[:, :, None]
         if t.freq_masks:
             pos_f = tf.range(coeffs)[None, :]
-            width = tf.random.uniform([b, 1], 0, t.freq_masks + 1, dtype=tf.int32)
-            start = tf.random.uniform([b, 1], 0, coeffs, dtype=tf.int32)
+            width = uniform(t.freq_masks + 1)
+            start = uniform(coeffs)
             hide |= ((pos_f >= start) & (pos_f < start + width))[:, None, :]
         return tf.where(hide, mean, xb), yb, wb
 
     ds = tf.data.Dataset.from_tensor_slices((x, distill.targets(y, soft), sw))
-    ds = ds.shuffle(len(y), seed=recipe.seed, reshuffle_each_iteration=True).batch(t.batch_size)
-    return ds.map(mask, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
+    ds = ds.shuffle(len(y), seed=recipe.seed, reshuffle_each_iteration=True).batch(t.batch_size).repeat(epochs)
+    return ds.enumerate().map(mask, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(2)
 
 
 def representative_windows(fs: FeatureSet, n: int, seed: int) -> npt.NDArray[np.float32]:
