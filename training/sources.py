@@ -13,12 +13,16 @@ A clip an engine fails on (festival's diphone voices on odd punctuation) is logg
 from __future__ import annotations
 
 import dataclasses
+import faulthandler
+import functools
 import hashlib
 import logging
 import multiprocessing as mp
 import os
 import random
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -33,6 +37,9 @@ T = TypeVar("T")
 R = TypeVar("R")
 ROLES = ("keyword", "confusable", "word", "sentence")
 _LOG = logging.getLogger(__name__)
+# One clip takes well under a second; the subprocess engines have their own 60 s limit, but piper (ONNX)
+# and the pseudo-speakers (Praat) run inside the worker, where a stuck call would hang synthesis forever.
+CLIP_TIMEOUT_S = 300.0
 
 
 @dataclass(frozen=True)
@@ -82,20 +89,51 @@ def default_workers() -> int:
     return max(1, len(os.sched_getaffinity(0)))
 
 
+class StuckWorker(RuntimeError):
+    """A worker spent more than its per-item time limit on one item and was stopped."""
+
+
+def _watched(fn: Callable[[T], R], timeout_s: float | None, item: T) -> R:
+    """Run ``fn(item)`` with a watchdog: past ``timeout_s`` the worker prints every thread's stack to
+    stderr and exits. faulthandler's watchdog is a C thread, so it fires even while the item is stuck
+    inside C code that never returns to Python (an ONNX session, Praat)."""
+    if timeout_s is None:
+        return fn(item)
+    faulthandler.dump_traceback_later(timeout_s, exit=True)
+    try:
+        return fn(item)
+    finally:
+        faulthandler.cancel_dump_traceback_later()
+
+
 def parallel_map(fn: Callable[[T], R], items: Sequence[T], workers: int, desc: str,
                  initializer: Callable[..., None] | None = None, initargs: tuple[Any, ...] = (),
-                 chunksize: int = 16) -> list[R]:
-    """Order-preserving map over ``items`` with a tqdm bar; spawned workers (safe after TF import)."""
+                 chunksize: int = 16, item_timeout_s: float | None = None) -> list[R]:
+    """Order-preserving map over ``items`` with a tqdm bar; spawned workers (safe after TF import).
+
+    With ``item_timeout_s``, a worker stuck longer than that on one item is stopped (its stack goes to
+    stderr) and :class:`StuckWorker` is raised instead of waiting forever; in-process runs
+    (``workers`` <= 1) are not watched."""
     from tqdm import tqdm
 
     if workers <= 1 or len(items) < 2 * chunksize:
         if initializer:
             initializer(*initargs)
         return [fn(x) for x in tqdm(items, desc=desc, unit="clip", leave=False, mininterval=2.0)]
-    ctx = mp.get_context("spawn")
-    with ctx.Pool(workers, initializer=initializer, initargs=initargs) as pool:
-        it: Iterator[R] = pool.imap(fn, items, chunksize=chunksize)
-        return list(tqdm(it, total=len(items), desc=desc, unit="clip", leave=False, mininterval=2.0))
+    work = functools.partial(_watched, fn, item_timeout_s)
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=initializer,
+                             initargs=initargs) as pool:
+        out: list[R] = []
+        try:
+            for r in tqdm(pool.map(work, items, chunksize=chunksize), total=len(items), desc=desc,
+                          unit="clip", leave=False, mininterval=2.0):
+                out.append(r)
+        except BrokenProcessPool as exc:
+            raise StuckWorker(
+                f"{desc}: a worker process died after {len(out)} of {len(items)} items"
+                + (f" (stopped after {item_timeout_s:g} s on one item; its stack is printed above)"
+                   if item_timeout_s is not None else "")) from exc
+        return out
 
 
 def engine_shares(s: SynthesisConfig, voices: Sequence[tts.Voice]) -> dict[str, float]:
@@ -209,7 +247,12 @@ def synthesize_jobs(jobs: Sequence[Job], cache_dir: Path, workers: int) -> list[
     """Run the plan (parallel, cached); empty results (nothing audible, or the engine failed) are dropped."""
     cache = Path(cache_dir) / "tts"
     cache.mkdir(parents=True, exist_ok=True)
-    arrays = parallel_map(_synth_one, list(jobs), workers, "synthesize", _init_synth, (str(cache),))
+    try:
+        arrays = parallel_map(_synth_one, list(jobs), workers, "synthesize", _init_synth, (str(cache),),
+                              item_timeout_s=CLIP_TIMEOUT_S)
+    except StuckWorker as exc:
+        raise tts.TtsError(f"{exc}. Every clip finished so far is cached: run the same command again to "
+                           "continue (KWS_EDGE_WORKERS=1 runs synthesis in this process, unwatched)") from exc
     failed = sum(1 for x in arrays if not len(x))
     if failed:
         _LOG.warning("%d of %d clips were empty or failed to synthesize and are dropped", failed, len(arrays))
