@@ -144,6 +144,10 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--real-only", action="store_true",
                    help="only the real-voice check at the model's own thresholds (no recipe, no synthesis): "
                         "writes real_voice.json and real_det.png and prints a table")
+    p.add_argument("--real-positives", choices=("all", "select", "report"), default=None,
+                   help="with --real-only: all real positives, or one half of them by file name (a model "
+                        "trained with train.select_on = 'real' chose its epoch on the select half, so its "
+                        "default is the report half; otherwise all)")
     _common(p)
 
 
@@ -157,7 +161,7 @@ def eval_main(args: argparse.Namespace) -> int:
     manifest = resolve_manifest(args.model)
     out = args.report_dir or manifest.parent / "reports" / manifest.stem
     if args.real_only:
-        return _real_only(manifest, args.realvoice_dir, out)
+        return _real_only(manifest, args.realvoice_dir, out, args.real_positives)
     from training.pipeline import check_inputs
     from training.realvoice import realvoice_dir
     from training.recipe import load_recipe
@@ -174,7 +178,7 @@ def eval_main(args: argparse.Namespace) -> int:
     return 0
 
 
-def _real_only(manifest: Path, data_dir: Path | None, out: Path) -> int:
+def _real_only(manifest: Path, data_dir: Path | None, out: Path, positives: str | None = None) -> int:
     """``kws-edge eval --real-only``: real_voice.json, real_det.png and a table."""
     import time
 
@@ -185,7 +189,11 @@ def _real_only(manifest: Path, data_dir: Path | None, out: Path) -> int:
 
     t0 = time.monotonic()
     root = realvoice_dir(data_dir)
-    real = evaluate_real(load_model(manifest), root, progress=True)
+    runner = load_model(manifest)
+    if positives is None:
+        selected = runner.manifest.training.get("recipe", {}).get("train", {}).get("select_on") == "real"
+        positives = "report" if selected else "all"
+    real = evaluate_real(runner, root, progress=True, positives_half=None if positives == "all" else positives)
     write_json(out / "real_voice.json", real)
     plots.real_det_plot(real, out / "real_det.png")
     print(table(real))

@@ -15,6 +15,7 @@ timing, so a positive span is the whole clip and a detection up to ``TOLERANCE_S
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import time
@@ -48,6 +49,7 @@ NOISE_KINDS = ("pink", "white", "brown")
 NEG_GAP_S = (0.1, 0.5)  # silence added on each side of a negative clip (it already has its own)
 TARGETS_FA_H = (0.5, 1.0)
 GRID = np.arange(1, 256) / 256.0  # int8 outputs are multiples of 1/256
+HALVES = ("select", "report")  # see half()
 
 
 @dataclass(frozen=True)
@@ -120,6 +122,26 @@ def load_extra_speech(root: Path | None = EXTRA_SPEECH_DIR) -> list[RealClip]:
         except AudioError as exc:
             log.warning("skipping %s: %s", p, exc)
     return out
+
+
+def half(path: Path | str) -> str:
+    """The half of a keyword's real recordings a clip belongs to: "select" (model selection during
+    training, ``train.select_on = "real"``) or "report" (the figures of a model selected that way), by a
+    hash of its file name: stable, about even, and independent of the folder's order."""
+    return HALVES[hashlib.sha256(Path(path).name.encode()).digest()[0] & 1]
+
+
+def positive_clips(root: Path, sel: Selection, positives_half: str | None = None) -> list[tuple[Int16, str]]:
+    """(samples, keyword) of every positive clip, or of one :func:`half` of them."""
+    if positives_half is not None and positives_half not in HALVES:
+        raise ConfigError(f"real-voice positives: expected one of {', '.join(HALVES)} or all, got {positives_half!r}")
+    return [(c.samples, kw) for kw, f in sel.positives.items() for c in load_folder(root, f)
+            if positives_half is None or half(c.path) == positives_half]
+
+
+def negative_clips(root: Path, sel: Selection, extra_speech: Path | None = EXTRA_SPEECH_DIR) -> list[RealClip]:
+    """The real speech without the keywords: the selection's negative folders plus the extra speech."""
+    return [c for f in sel.negatives for c in load_folder(root, f)] + load_extra_speech(extra_speech)
 
 
 def select_folders(keywords: Sequence[str], available: Sequence[str],
@@ -283,9 +305,10 @@ def frr_at_fa(curve: Sequence[Mapping[str, Any]], target_fa_h: float) -> dict[st
 def evaluate_real(runner: ModelRunner, data_dir: Path | str | None = None, decision: DecisionParams | None = None,
                   negatives: Sequence[str] | None = None, extra_speech: Path | None = EXTRA_SPEECH_DIR,
                   seed: int = 0, snr_db: float = NOISY_SNR_DB, tolerance_s: float = TOLERANCE_S,
-                  progress: bool = False) -> dict[str, Any]:
+                  progress: bool = False, positives_half: str | None = None) -> dict[str, Any]:
     """The real-voice report of one model (see the module docstring); ``decision`` defaults to the
-    manifest's own thresholds and decision parameters, ``negatives`` overrides the negative folders."""
+    manifest's own thresholds and decision parameters, ``negatives`` overrides the negative folders,
+    ``positives_half`` keeps one :func:`half` of the positives (None: all)."""
     t0 = time.monotonic()
     m = runner.manifest
     root = realvoice_dir(data_dir)
@@ -293,8 +316,8 @@ def evaluate_real(runner: ModelRunner, data_dir: Path | str | None = None, decis
     if decision is None:
         dd = m.decision
         decision = DecisionParams(dict(dd.thresholds), dd.smoothing_ms, dd.min_hits, dd.refractory_ms)
-    pos = [(c.samples, kw) for kw, f in sel.positives.items() for c in load_folder(root, f)]
-    neg_clips = [c for f in sel.negatives for c in load_folder(root, f)] + load_extra_speech(extra_speech)
+    pos = positive_clips(root, sel, positives_half)
+    neg_clips = negative_clips(root, sel, extra_speech)
     if not neg_clips:
         raise ConfigError(f"{root}: no real negative speech for {m.name} (no validation-only folder "
                           f"{' or '.join(VALIDATION_FOLDERS)} besides its positives, no {EXTRA_SPEECH_DIR})")
@@ -330,6 +353,8 @@ def evaluate_real(runner: ModelRunner, data_dir: Path | str | None = None, decis
             "decision": {"thresholds": dict(decision.thresholds), "smoothing_ms": decision.smoothing_ms,
                          "min_hits": decision.min_hits, "refractory_ms": decision.refractory_ms},
             "tolerance_s": tolerance_s, "seed": seed}
+    if positives_half is not None:
+        head["positives_half"] = positives_half
     if not sel.positives:
         head["note"] = (f"no real-voice folder matches the keywords {', '.join(keywords)}: only false accepts "
                         "on real speech are reported")
@@ -364,7 +389,8 @@ def table(real: Mapping[str, Any]) -> str:
         return "   n/a" if v is None else f"{v * 100:5.1f}%"
 
     thr = ", ".join(f"{k}={v:.3f}" for k, v in real["decision"]["thresholds"].items())
-    lines = [f"{real['model']}: real voices from {real['data_dir']}", f"  thresholds {thr}; positives "
+    half_note = f" ({real['positives_half']} half)" if real.get("positives_half") else ""
+    lines = [f"{real['model']}: real voices from {real['data_dir']}", f"  thresholds {thr}; positives{half_note} "
              f"{real['clips']['positive'] or 'none'}; negatives {real['clips']['negative']}",
              f"  {'condition':<10} {'neg h':>6} {'FRR@thr':>8} {'FA/h@thr':>9} "
              f"{'FRR @<=0.5 FA/h':>17} {'FRR @<=1 FA/h':>17}"]

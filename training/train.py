@@ -26,22 +26,34 @@ def class_weights(y: npt.NDArray[np.int64], labels: tuple[str, ...], unknown_wei
     return {i: float(v) for i, v in enumerate(w)}
 
 
-def _best_weights_callback(val: FeatureSet) -> Any:
+def _keep_best(selector: Any | None) -> Any:
     import keras
 
     class KeepBest(keras.callbacks.Callback):
-        """Remember the weights of the epoch with the best validation accuracy."""
+        """Remember the weights of the best epoch: the highest validation accuracy, or with a real-voice
+        ``selector`` (training/select.py) the lowest real FRR at <= 1 FA/h (ties: the later epoch)."""
 
         def __init__(self) -> None:
             super().__init__()
-            self.best = -1.0
+            self.best = -np.inf
             self.best_epoch = -1
+            self.phase = "first pass"
+            self.best_phase = ""
             self.weights: list[Any] = []
+            self.real: list[dict[str, Any]] = []  # each epoch's real-voice figures (with a selector)
 
         def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-            acc = float((logs or {}).get("val_accuracy", -1.0))
-            if acc >= self.best:
-                self.best, self.best_epoch = acc, epoch
+            if selector is None:
+                value = float((logs or {}).get("val_accuracy", -1.0))
+            else:
+                r = selector.frr(self.model)
+                self.real.append({"phase": self.phase, "epoch": epoch + 1} | r)
+                conds = ", ".join(f"{k} {v['frr']:.1%}" for k, v in r["conditions"].items())
+                print(f"real-voice selection, {self.phase} epoch {epoch + 1}: FRR at <= 1 FA/h {r['frr']:.1%} "
+                      f"({conds})", flush=True)
+                value = -r["frr"]
+            if value >= self.best:
+                self.best, self.best_epoch, self.best_phase = value, epoch, self.phase
                 self.weights = self.model.get_weights()
 
     return KeepBest()
@@ -71,7 +83,12 @@ def train_model(recipe: Recipe, sets: dict[str, FeatureSet], verbose: bool = Tru
     t = recipe.train
     steps = max(1, int(np.ceil(len(tr) / t.batch_size))) * t.epochs
     _compile(model, recipe, keras.optimizers.schedules.CosineDecay(t.learning_rate, steps, alpha=0.02))
-    keep = _best_weights_callback(val)
+    selector = None
+    if t.select_on == "real":
+        from training.select import RealSelector
+
+        selector = RealSelector(recipe, frames, recipe.dataset.realvoice_dir or None)
+    keep = _keep_best(selector)
     weights = class_weights(tr.y, recipe.labels, t.unknown_weight)
     soft = _teacher(recipe, tr.x)
     val_data = (val.x, distill.targets(val.y, _teacher(recipe, val.x)))
@@ -81,8 +98,15 @@ def train_model(recipe: Recipe, sets: dict[str, FeatureSet], verbose: bool = Tru
         model.set_weights(keep.weights)
     history: dict[str, Any] = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
     history["best_epoch"] = keep.best_epoch + 1
-    if t.mining_rounds and negatives:
-        history["mining"] = _mining_rounds(model, recipe, tr, soft, val_data, weights, negatives, bank, verbose)
+    if t.mining_rounds and negatives:  # real-voice selection goes on over the mining rounds' epochs
+        history["mining"] = _mining_rounds(model, recipe, tr, soft, val_data, weights, negatives, bank, verbose,
+                                           [keep] if selector else [])
+        if selector:
+            model.set_weights(keep.weights)
+    if selector:
+        history["real_selection"] = {"clips": selector.clips, "epochs": keep.real,
+                                     "kept": {"phase": keep.best_phase, "epoch": keep.best_epoch + 1,
+                                              "frr": -keep.best}}
     return model, history
 
 
@@ -106,8 +130,9 @@ def _compile(model: Any, recipe: Recipe, lr: Any) -> None:
 
 def _mining_rounds(model: Any, recipe: Recipe, tr: FeatureSet, soft: npt.NDArray[np.float32] | None,
                    val_data: tuple[Any, Any], weights: dict[int, float], negatives: list[Any], bank: Any,
-                   verbose: bool) -> list[dict[str, Any]]:
-    """Mine hard negatives from training voices and keep training on them, ``mining_rounds`` times."""
+                   verbose: bool, callbacks: list[Any]) -> list[dict[str, Any]]:
+    """Mine hard negatives from training voices and keep training on them, ``mining_rounds`` times
+    (``callbacks``: a real-voice KeepBest that follows these epochs too)."""
     import keras
 
     from training.mining import mine
@@ -124,7 +149,9 @@ def _mining_rounds(model: Any, recipe: Recipe, tr: FeatureSet, soft: npt.NDArray
         soft = None if soft is None or hard_soft is None else np.concatenate([soft, hard_soft])
         steps = max(1, int(np.ceil(len(y) / t.batch_size))) * t.mining_epochs
         _compile(model, recipe, keras.optimizers.schedules.CosineDecay(t.learning_rate * 0.3, steps, alpha=0.05))
-        hist = _fit(model, x, y, soft, weights, recipe, t.mining_epochs, val_data, [], verbose, salt=r + 1)
+        for cb in callbacks:
+            cb.phase = f"mining round {r + 1}"
+        hist = _fit(model, x, y, soft, weights, recipe, t.mining_epochs, val_data, callbacks, verbose, salt=r + 1)
         sys.stdout.flush()
         rounds.append(stats | {"val_accuracy": [float(v) for v in hist.history["val_accuracy"]]})
     return rounds

@@ -86,7 +86,8 @@ def evaluate_recipe(manifest_path: Path, recipe: Recipe, prep: Prepared | None, 
     thr = det["chosen"]["threshold"]
     dd = det["decision"]
     params = DecisionParams({k: thr for k in m.keywords}, dd["smoothing_ms"], dd["min_hits"], d0.refractory_ms)
-    real = real_voice_check(runner, params, realvoice_dir)
+    half = "report" if recipe.train.select_on == "real" else None  # the selection half chose the epoch
+    real = real_voice_check(runner, params, realvoice_dir, half)
     raised = _real_thresholds(real, recipe.eval.real_target_fa_per_hour, list(m.keywords)) \
         if recipe.eval.real_threshold else None
     thresholds = {k: thr for k in m.keywords}
@@ -108,7 +109,7 @@ def evaluate_recipe(manifest_path: Path, recipe: Recipe, prep: Prepared | None, 
             log.info("thresholds raised so that no keyword fires on > 1%% of the others' utterances: %s",
                      raised_by or "none")
         params = DecisionParams(thresholds, params.smoothing_ms, params.min_hits, params.refractory_ms)
-        real = real_voice_check(runner, params, realvoice_dir)
+        real = real_voice_check(runner, params, realvoice_dir, half)
     evs = ev.positive_events(runner, sets, params)
     frr = ev.frr_at(runner, sets, params, evs)
     breakdown = {str(snr): ev.frr_breakdown(s.spans, s.voices, evs[snr])
@@ -125,6 +126,8 @@ def evaluate_recipe(manifest_path: Path, recipe: Recipe, prep: Prepared | None, 
     summary["threshold_from"] = ("synthetic streams" if not from_real else "real speech"
                                  if recipe.eval.threshold_from == "real" else "synthetic and real speech")
     summary |= real_summary(real, summary["frr"])
+    if half:
+        summary["real_positives"] = "report half (the selection half chose the epoch)"
     report = {
         "model": m.name, "manifest": str(manifest_path), "recipe": recipe.path, "summary": summary,
         "target_fa_per_hour": recipe.eval.target_fa_per_hour,
@@ -162,9 +165,11 @@ def _fmt_thresholds(thresholds: dict[str, float]) -> str:
     return f"{values.pop():.3f}" if len(values) == 1 else ", ".join(f"{k}={v:.3f}" for k, v in thresholds.items())
 
 
-def real_voice_check(runner: Any, params: DecisionParams, data_dir: Path | None = None) -> dict[str, Any]:
-    """:func:`training.realvoice.evaluate_real` at ``params``, or ``{"skipped": reason}`` (with a warning)
-    when the real-voice folder is missing."""
+def real_voice_check(runner: Any, params: DecisionParams, data_dir: Path | None = None,
+                     positives_half: str | None = None) -> dict[str, Any]:
+    """:func:`training.realvoice.evaluate_real` at ``params`` (on one half of the positives, see
+    :func:`training.realvoice.half`), or ``{"skipped": reason}`` (with a warning) when the real-voice
+    folder is missing."""
     from training import realvoice as rv
 
     try:
@@ -172,7 +177,7 @@ def real_voice_check(runner: Any, params: DecisionParams, data_dir: Path | None 
     except ConfigError as exc:
         log.warning("real-voice check skipped: %s", exc)
         return {"skipped": str(exc)}
-    real = rv.evaluate_real(runner, root, decision=params)
+    real = rv.evaluate_real(runner, root, decision=params, positives_half=positives_half)
     log.info("real voices: %s", real["summary"])
     return real
 
