@@ -319,3 +319,30 @@ def test_substitution_floors_keep_a_keyword_off_the_others_utterances() -> None:
     assert floors["stop"] == 1 / 256  # no "up" utterance to fire on
     floors = floors_from_scores([(Scores(times, post), spans)], labels, keywords, d, max_rate=0.02)
     assert floors["up"] == 1 / 256  # 3 of 200 is within 2 % (4 allowed)
+
+
+def test_substitution_floors_are_per_pair_of_keywords() -> None:
+    """Nine harmless keywords cannot hide one confusable pair: "up" scores 0.7 in 3 of 100 "stop" utterances
+    and in none of 900 others'. Pooled that is 0.3 % (under 1 %); for the pair it is 3 %, so the floor rises."""
+    from kws_edge.decision import DecisionParams
+    from training.evaluate import floors_from_scores
+    from training.streams import Scores
+
+    others = [f"w{i}" for i in range(9)]
+    keywords = ["up", "stop", *others]
+    labels = ["_silence_", "_unknown_", *keywords]
+    spoken = ["stop"] * 100 + [w for w in others for _ in range(100)]
+    times = np.arange(len(spoken) * 50) * 60
+    t = times / 1000
+    post = np.zeros((len(times), len(labels)))
+    spans = [(i * 3.0 + 1.0, i * 3.0 + 1.5, w) for i, w in enumerate(spoken)]
+    for i, (a, b, w) in enumerate(spans):
+        inside = (t >= a) & (t <= b)
+        post[inside, labels.index(w)] = 0.99
+        if i < 3:
+            post[inside, labels.index("up")] = 0.7
+    d = DecisionParams({k: 0.5 for k in keywords}, smoothing_ms=0, min_hits=2, refractory_ms=1000)
+    floors = floors_from_scores([(Scores(times, post), spans)], labels, keywords, d, max_rate=0.01)
+    assert floors["up"] > 0.7
+    assert all(floors[w] == 1 / 256 for w in ["stop", *others])
+

@@ -262,8 +262,8 @@ def synthetic_thresholds(runner: ModelRunner, sets: StreamSet, d: DecisionParams
 def substitution_floors(runner: ModelRunner, sets: StreamSet, d: DecisionParams, max_rate: float = 0.01,
                         tolerance_s: float = 0.8) -> dict[str, float]:
     """Per keyword, the lowest threshold (1/256 grid) at and above which it fires on at most ``max_rate`` of
-    the *other* keywords' held-out utterances, over every positive stream: "up" must not fire on "stop".
-    Real speech without keywords cannot show such substitutions."""
+    the held-out utterances of *each* other keyword, over every positive stream: "up" must not fire on
+    "stop". Real speech without keywords cannot show such substitutions."""
     streams = [(st.stream_scores(runner, s.samples), s.spans) for s in sets.positives.values()]
     return floors_from_scores(streams, list(runner.manifest.labels), list(runner.manifest.keywords), d,
                               max_rate, tolerance_s)
@@ -274,9 +274,10 @@ def floors_from_scores(streams: Sequence[tuple[st.Scores, Sequence[tuple[float, 
                        tolerance_s: float = 0.8) -> dict[str, float]:
     """:func:`substitution_floors` on scored streams. A keyword fires in an utterance when its smoothed score
     stays >= the threshold for ``min_hits`` runs in a row within it (or ``tolerance_s`` after it); the
-    refractory time is ignored, which can only count more."""
+    refractory time is ignored, which can only count more. The rate is per pair (keyword, other keyword):
+    pooled over all the others, one confusable pair could hide among nine harmless ones."""
     grid = np.arange(1, 256) / 256.0
-    peaks: dict[str, list[float]] = {kw: [] for kw in keywords}
+    peaks: dict[tuple[str, str], list[float]] = {}
     for scores, spans in streams:
         t = scores.times_ms / 1000
         for kw in keywords:
@@ -288,11 +289,11 @@ def floors_from_scores(streams: Sequence[tuple[st.Scores, Sequence[tuple[float, 
             for a, b, other in spans:
                 if other != kw:
                     inside = run[(t_run >= a) & (t_run <= b + tolerance_s)]
-                    peaks[kw].append(float(inside.max()) if len(inside) else 0.0)
-    floors = {}
-    for kw, p in peaks.items():
+                    peaks.setdefault((kw, other), []).append(float(inside.max()) if len(inside) else 0.0)
+    floors = {kw: float(grid[0]) for kw in keywords}
+    for (kw, _), p in peaks.items():
         ranked = sorted(p, reverse=True)
         allowed = int(max_rate * len(ranked))
         above = grid[grid > ranked[allowed]] if allowed < len(ranked) else grid
-        floors[kw] = float(above[0]) if len(above) else float(grid[-1])
+        floors[kw] = max(floors[kw], float(above[0]) if len(above) else float(grid[-1]))
     return floors
