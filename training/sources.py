@@ -130,8 +130,8 @@ def parallel_map(fn: Callable[[T], R], items: Sequence[T], workers: int, desc: s
                 out.append(r)
         except BrokenProcessPool as exc:
             raise StuckWorker(
-                f"{desc}: a worker process died after {len(out)} of {len(items)} items"
-                + (f" (stopped after {item_timeout_s:g} s on one item; its stack is printed above)"
+                f"{desc}: a worker process died after {len(out)} of {len(items)} items; its error is above"
+                + (f" (a worker stuck over {item_timeout_s:g} s on one item is stopped and prints its stack)"
                    if item_timeout_s is not None else "")) from exc
         return out
 
