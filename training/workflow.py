@@ -106,7 +106,7 @@ def evaluate_recipe(manifest_path: Path, recipe: Recipe, prep: Prepared | None, 
             floors = ev.substitution_floors(runner, sets, params)
             raised_by = {k: round(floors[k], 3) for k in m.keywords if floors[k] > thresholds[k]}
             thresholds = {k: max(thresholds[k], floors[k]) for k in m.keywords}
-            log.info("thresholds raised so that no keyword fires on > 1%% of the others' utterances: %s",
+            log.info("thresholds raised so that no keyword fires on any of the others' held-out utterances: %s",
                      raised_by or "none")
         params = DecisionParams(thresholds, params.smoothing_ms, params.min_hits, params.refractory_ms)
         real = real_voice_check(runner, params, realvoice_dir, half)
