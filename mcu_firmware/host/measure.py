@@ -156,12 +156,13 @@ def firmware_figures(names: list[str], audio: Path, work: Path) -> dict[str, Any
     for name in names:
         manifest = resolve_manifest(name)
         m = mf.load(manifest)
-        elf = build_firmware(manifest, tflm, work / name)
-        lines, stats = firmware_detect(elf, samples, work / name / "detect")
+        here = work / m.name  # not ``name``: a path given with --model would escape ``work``
+        elf = build_firmware(manifest, tflm, here)
+        lines, stats = firmware_detect(elf, samples, here / "detect")
         case = FeatureCase(m.features, m.input.scale, m.input.zero_point, m.window_frames, m.stride_frames)
         _, windows = python_features(samples, case)
         q = np.stack([w for _, w in windows[:32]])
-        _, bench = firmware_bench(elf, q, len(m.labels), work / name / "bench")
+        _, bench = firmware_bench(elf, q, len(m.labels), here / "bench")
         size = subprocess.run(["arm-none-eabi-size", str(elf)], check=True, capture_output=True, text=True)
         text, data, bss = (int(v) for v in size.stdout.splitlines()[1].split()[:3])
         seconds = stats["samples"] / m.features.sample_rate
