@@ -18,7 +18,7 @@ from kws_edge.errors import ConfigError
 from kws_edge.features import FeatureParams
 from training.data import FeatureSet
 from training.recipe import parse_recipe
-from training.testing import representative_noise_windows
+from training.testing import random_label_sets, representative_noise_windows
 
 LABELS = ("_silence_", "_unknown_", "yes", "no")
 
@@ -56,10 +56,7 @@ def recipe(time_masks: int = 0, keywords: tuple[str, ...] = ("yes", "no"), **tra
 
 @pytest.fixture(scope="module")
 def sets() -> dict[str, FeatureSet]:
-    x = representative_noise_windows(240, 11)
-    y = np.random.default_rng(11).choice(len(LABELS), size=len(x), p=[0.1, 0.5, 0.2, 0.2]).astype(np.int64)
-    role = np.array(["keyword"] * len(x))
-    return {"train": FeatureSet(x[:200], y[:200], role[:200]), "val": FeatureSet(x[200:], y[200:], role[200:])}
+    return random_label_sets(240, 200, 11, [0.1, 0.5, 0.2, 0.2])
 
 
 def mean_kl(p_teacher: np.ndarray, p_student: np.ndarray) -> float:

@@ -13,7 +13,7 @@ import pytest
 
 from training.data import FeatureSet
 from training.recipe import parse_recipe
-from training.testing import representative_noise_windows
+from training.testing import random_label_sets
 
 LABELS = ("_silence_", "_unknown_", "yes", "no")
 TIME_MASKS, TIME_MASK_FRAMES, FREQ_MASKS = 2, 5, 2
@@ -31,10 +31,7 @@ def recipe(seed: int, epochs: int = 3) -> Any:
 
 @pytest.fixture(scope="module")
 def sets() -> dict[str, FeatureSet]:
-    x = representative_noise_windows(240, 21)
-    y = np.random.default_rng(21).choice(len(LABELS), size=len(x), p=[0.1, 0.5, 0.2, 0.2]).astype(np.int64)
-    role = np.array(["keyword"] * len(x))
-    return {"train": FeatureSet(x[:200], y[:200], role[:200]), "val": FeatureSet(x[200:], y[200:], role[200:])}
+    return random_label_sets(240, 200, 21, [0.1, 0.5, 0.2, 0.2])
 
 
 def weights_after_training(seed: int, sets: dict[str, FeatureSet]) -> list[np.ndarray]:

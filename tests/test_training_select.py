@@ -18,7 +18,7 @@ from tests.conftest import kws_cmd, needs_tts, shipped
 from training import realvoice as rv
 from training.data import FeatureSet
 from training.recipe import parse_recipe
-from training.testing import representative_noise_windows
+from training.testing import random_label_sets
 
 LABELS = ("_silence_", "_unknown_", "computer")
 
@@ -34,10 +34,7 @@ def recipe(realvoice_dir: Path | None = None, **train: Any) -> Any:
 
 @pytest.fixture(scope="module")
 def sets() -> dict[str, FeatureSet]:
-    x = representative_noise_windows(160, 13)
-    y = np.random.default_rng(13).choice(len(LABELS), size=len(x), p=[0.2, 0.5, 0.3]).astype(np.int64)
-    role = np.array(["keyword"] * len(x))
-    return {"train": FeatureSet(x[:128], y[:128], role[:128]), "val": FeatureSet(x[128:], y[128:], role[128:])}
+    return random_label_sets(160, 128, 13, [0.2, 0.5, 0.3])
 
 
 @pytest.fixture(scope="module")

@@ -277,7 +277,9 @@ def floors_from_scores(streams: Sequence[tuple[st.Scores, Sequence[tuple[float, 
     stays >= the threshold for ``min_hits`` runs in a row within it (or ``tolerance_s`` after it); the
     refractory time is ignored, which can only count more. The rate is per pair (keyword, other keyword):
     pooled over all the others, one confusable pair could hide among nine harmless ones."""
-    grid = np.arange(1, 256) / 256.0
+    from training.realvoice import GRID
+
+    grid = GRID  # the 1/256 threshold grid of the DET sweeps
     peaks: dict[tuple[str, str], list[float]] = {}
     for scores, spans in streams:
         t = scores.times_ms / 1000

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -35,6 +36,19 @@ def representative_noise_windows(n: int, seed: int, params: FeatureParams | None
             x *= 0.0
         out.append(mfcc(np.clip(x, -32768, 32767).astype(np.int16), params))
     return np.stack(out).astype(np.float32)
+
+
+def random_label_sets(n: int, n_train: int, seed: int, p: Sequence[float]) -> dict[str, Any]:
+    """``n`` noise windows (:func:`representative_noise_windows`) with seeded random labels drawn with class
+    probabilities ``p``, split into ``train`` (the first ``n_train``) and ``val`` FeatureSets: data for tests of
+    the training loop itself, where what is learned does not matter."""
+    from training.data import FeatureSet
+
+    x = representative_noise_windows(n, seed)
+    y = np.random.default_rng(seed).choice(len(p), size=n, p=list(p)).astype(np.int64)
+    role = np.array(["keyword"] * n)
+    return {"train": FeatureSet(x[:n_train], y[:n_train], role[:n_train]),
+            "val": FeatureSet(x[n_train:], y[n_train:], role[n_train:])}
 
 
 def make_tiny_model(out_dir: Path, name: str = "tiny",

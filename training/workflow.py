@@ -102,7 +102,7 @@ def evaluate_recipe(manifest_path: Path, recipe: Recipe, prep: Prepared | None, 
         thresholds = {k: max(synthetic[k], raised[k]) if keep_synthetic else raised[k] for k in m.keywords}
         log.info("thresholds %.3f -> %s: <= %.2f false accepts per hour on real speech", thr,
                  _fmt_thresholds(thresholds), recipe.eval.real_target_fa_per_hour)
-        if len(m.keywords) > 1:  # real speech holds no keywords: keep each from firing on the others
+        if per_keyword:  # real speech holds no keywords: keep each from firing on the others
             floors = ev.substitution_floors(runner, sets, params)
             raised_by = {k: round(floors[k], 3) for k in m.keywords if floors[k] > thresholds[k]}
             thresholds = {k: max(thresholds[k], floors[k]) for k in m.keywords}
