@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import json
 import logging
 import sys
@@ -167,7 +168,17 @@ def _missing_dependency(package: str, args: argparse.Namespace) -> int:
     raise KwsError(f"this command needs the {package!r} package: pip install 'kws-edge[{OPTIONAL_DEPS[package]}]'")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _module_present(module_name: str) -> bool:
+    try:
+        return importlib.util.find_spec(module_name) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole CLI. With ``command`` given, only that command's module is imported; the others are
+    listed with their one-line help, so ``kws-edge detect`` does not pay at start-up for asyncio and
+    wyoming (the Wyoming service) or the training code."""
     parser = argparse.ArgumentParser(
         prog="kws-edge",
         description="Private, on-device keyword spotting: audio never leaves the device, only detections "
@@ -181,6 +192,10 @@ def build_parser() -> argparse.ArgumentParser:
             p = sub.add_parser(name, help=help_text, description=help_text)
             _own_arguments(name, p)
             p.set_defaults(func=_OWN[name])
+            continue
+        if command is not None and name != command:
+            if _module_present(module_name):
+                sub.add_parser(name, help=help_text, description=help_text)
             continue
         try:
             module = importlib.import_module(module_name)
@@ -215,7 +230,9 @@ def _one_blas_thread() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # The top-level options take no values, so the first other word names the command.
+    parser = build_parser(next((a for a in argv if not a.startswith("-")), None))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")

@@ -121,6 +121,11 @@ class ModelRunner:
         self._out = _Quant(manifest.output.scale, manifest.output.zero_point, manifest.output.dtype)
         self._in_range = _INT_RANGE.get(self._in.dtype)
         self._qbuf = np.zeros(self._in_shape, dtype=_DTYPES[self._in.dtype])
+        # An integer output dequantizes by table lookup: one numpy call per run instead of three.
+        self._deq: npt.NDArray[np.float64] | None = None
+        if self._out.dtype in _INT_RANGE:
+            codes = np.arange(256, dtype=np.uint8).view(_DTYPES[self._out.dtype])
+            self._deq = dequantize(codes, self._out.scale, self._out.zero_point)
 
     @property
     def name(self) -> str:
@@ -176,21 +181,29 @@ class ModelRunner:
         self._interp.invoke()
         return np.array(self._interp.get_tensor(self._out_index)).reshape(-1)
 
-    def run(self, window: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-        """Posteriors (one per label, float) for one (window_frames, numcep) float MFCC window."""
-        q = self._qbuf.reshape(-1)
+    def quantize_frames(self, frames: npt.NDArray[np.float64]) -> npt.NDArray[Any]:
+        """Quantize any number of (numcep,) MFCC rows at once, as :meth:`run` would: a pipeline quantizes
+        a chunk's frames once and then feeds overlapping windows of them to :meth:`run_frames`."""
         if self._in_range is None:
-            q[:] = window.reshape(-1)
-        else:
-            # Same arithmetic as quantize(), without temporaries: round, shift, clip, cast.
-            scaled = np.rint(window.reshape(-1) / self._in.scale)
-            scaled += self._in.zero_point
-            np.clip(scaled, self._in_range[0], self._in_range[1], out=scaled)
-            q[:] = scaled
-        self._interp.set_tensor(self._in_index, self._qbuf)
+            return np.asarray(frames, dtype=np.float32)
+        # Same arithmetic as quantize(), with fewer temporaries: round, shift, clip, cast.
+        scaled = np.rint(frames / self._in.scale)
+        scaled += self._in.zero_point
+        np.clip(scaled, self._in_range[0], self._in_range[1], out=scaled)
+        return scaled.astype(self._qbuf.dtype)
+
+    def run_frames(self, q: npt.NDArray[Any]) -> npt.NDArray[np.float64]:
+        """Posteriors for one window of rows from :meth:`quantize_frames`."""
+        self._interp.set_tensor(self._in_index, q.reshape(self._in_shape))
         self._interp.invoke()
         raw = self._interp.get_tensor(self._out_index).reshape(-1)
+        if self._deq is not None:
+            return self._deq[raw.view(np.uint8)]
         return dequantize(raw, self._out.scale, self._out.zero_point)
+
+    def run(self, window: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """Posteriors (one per label, float) for one (window_frames, numcep) float MFCC window."""
+        return self.run_frames(self.quantize_frames(window))
 
 
 def _report_skip(exc: ModelError) -> None:

@@ -181,13 +181,26 @@ class Detector:
         g.fill += n
         due = sorted((count, i) for i, s in enumerate(g.slots)
                      for count in range(_next_run(first, s.window, s.stride), g.frames + 1, s.stride))
+        if not due:
+            return
         hop, frame_len, rate = g.params.hop, g.params.frame_len, g.params.sample_rate
+        # Each model quantizes the ring rows its runs in this chunk read, once (its windows overlap):
+        # row r of the ring is row r - lo of quantized[i].
+        t0 = clock() if clock else 0.0
+        span: dict[int, tuple[int, int]] = {}
+        for count, i in due:
+            end = g.fill - (g.frames - count)
+            span[i] = (span[i][0] if i in span else end - g.slots[i].window, end)
+        quantized = {i: (lo, g.slots[i].runner.quantize_frames(g.ring[lo:hi])) for i, (lo, hi) in span.items()}
+        if clock:
+            self.times.inference += clock() - t0
         for count, i in due:
             s = g.slots[i]
             end = g.fill - (g.frames - count)  # ring row after frame `count`
             end_sample = (count - 1) * hop + frame_len
             t0 = clock() if clock else 0.0
-            post = s.runner.run(g.ring[end - s.window:end])
+            lo, q = quantized[i]
+            post = s.runner.run_frames(q[end - s.window - lo:end - lo])
             s.last = post
             t1 = clock() if clock else 0.0
             events = s.decision.update(post, (end_sample * 1000) // rate) if count >= s.warmup else []

@@ -56,6 +56,23 @@ def test_run_equals_run_quantized(tiny_model: Path) -> None:
     np.testing.assert_allclose(runner.run(window), dequantize(raw, out.scale, out.zero_point))
 
 
+def test_windows_of_a_chunk_quantized_once_equal_run(tiny_model: Path) -> None:
+    """The pipeline quantizes a chunk's rows once and runs overlapping windows of them: same posteriors,
+    bit for bit, as quantizing every window on its own."""
+    runner = load_model(tiny_model)
+    w = runner.manifest.window_frames
+    rng = np.random.default_rng(3)
+    rows = mfcc((rng.standard_normal(32000) * 3000).astype(np.int16), runner.manifest.features)
+    q = runner.quantize_frames(rows)
+    assert q.dtype == np.dtype(runner.manifest.input.dtype) and q.shape == rows.shape
+    for start in range(0, len(rows) - w, 7):
+        np.testing.assert_array_equal(runner.run_frames(q[start:start + w]), runner.run(rows[start:start + w]))
+        out = runner.manifest.output
+        np.testing.assert_array_equal(
+            runner.run(rows[start:start + w]),
+            dequantize(runner.run_quantized(runner.quantize_input(rows[start:start + w])), out.scale, out.zero_point))
+
+
 def test_quantize_rounds_and_clips() -> None:
     q = quantize(np.array([-1000.0, -0.26, 0.24, 0.26, 1000.0]), 0.5, -3, "int8")
     assert q.tolist() == [-128, -4, -3, -2, 127]
@@ -223,3 +240,19 @@ def test_several_models_share_one_feature_stream(tiny_model: Path, tmp_path: Pat
     assert len(both._groups) == 1
     assert [d.t for d in b if d.model == "tiny2"] == [d.t for d in a]
     assert [d.t for d in b if d.model == "tiny"] == [d.t for d in a]
+
+
+def test_detect_imports_only_what_it_runs(tiny_model: Path, tmp_path: Path) -> None:
+    """The CLI imports only the chosen command's module: detect's start-up is part of its CPU per file."""
+    wav = tmp_path / "n.wav"
+    _noise_file(wav, 1.0, seed=4)
+    heavy = ("asyncio", "wyoming", "tensorflow", "paho", "kws_edge.daemon", "kws_edge.wyoming_server")
+    code = ("import sys; from kws_edge.cli import main; "
+            f"main(['detect', {str(wav)!r}, '--model', {str(tiny_model)!r}]); "
+            f"print(','.join(m for m in {heavy!r} if m in sys.modules))")
+    proc = subprocess.run([*kws_cmd()[:1], "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1:] in ([], [""]), proc.stdout
+    helptext = subprocess.run([*kws_cmd(), "--help"], capture_output=True, text=True, timeout=60).stdout
+    for command in ("detect", "run", "wyoming", "bridge", "flash", "train", "bench"):
+        assert f"    {command} " in helptext
