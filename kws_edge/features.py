@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import decimal
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -80,12 +81,13 @@ class FeatureParams:
         if problems:
             raise ValueError("invalid feature parameters: " + "; ".join(problems))
 
-    @property
+    # Cached (the fields are frozen): the pipeline reads these for every chunk and Decimal is slow.
+    @functools.cached_property
     def frame_len(self) -> int:
         """Window length in samples."""
         return _round_half_up(self.winlen * self.sample_rate)
 
-    @property
+    @functools.cached_property
     def hop(self) -> int:
         """Hop length in samples."""
         return _round_half_up(self.winstep * self.sample_rate)
