@@ -224,6 +224,7 @@ _RUNTIME_COMMANDS = {"detect", "run", "listen", "wyoming", "bridge"}
 
 
 def _one_blas_thread() -> None:
+    import numpy  # noqa: F401  (threadpoolctl limits only the BLAS libraries already loaded)
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(limits=1, user_api="blas")

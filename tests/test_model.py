@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -247,12 +248,18 @@ def test_detect_imports_only_what_it_runs(tiny_model: Path, tmp_path: Path) -> N
     wav = tmp_path / "n.wav"
     _noise_file(wav, 1.0, seed=4)
     heavy = ("asyncio", "wyoming", "tensorflow", "paho", "kws_edge.daemon", "kws_edge.wyoming_server")
-    code = ("import sys; from kws_edge.cli import main; "
+    code = ("import sys, threadpoolctl; from kws_edge.cli import main; "
             f"main(['detect', {str(wav)!r}, '--model', {str(tiny_model)!r}]); "
+            "print(sorted({i['num_threads'] for i in threadpoolctl.threadpool_info() if i['user_api'] == 'blas'})); "
             f"print(','.join(m for m in {heavy!r} if m in sys.modules))")
-    proc = subprocess.run([*kws_cmd()[:1], "-c", code], capture_output=True, text=True, timeout=60)
+    # No thread variables: the CLI itself must hold numpy's BLAS to one thread (loaded after the limit,
+    # OpenBLAS would take every core for a large chunk: 4x the CPU on 2 busy cores).
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
+    proc = subprocess.run([*kws_cmd()[:1], "-c", code], capture_output=True, text=True, timeout=60, env=env)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip().splitlines()[-1:] in ([], [""]), proc.stdout
+    threads, imported = proc.stdout.splitlines()[-2:]
+    assert threads == "[1]", proc.stdout
+    assert imported == "", proc.stdout
     helptext = subprocess.run([*kws_cmd(), "--help"], capture_output=True, text=True, timeout=60).stdout
     for command in ("detect", "run", "wyoming", "bridge", "flash", "train", "bench"):
         assert f"    {command} " in helptext
