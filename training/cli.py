@@ -106,7 +106,9 @@ def train_main(args: argparse.Namespace) -> int:
     s = report["summary"]
     print(f"{name}: int8 accuracy {s['accuracy_int8']:.4f} (float {s['accuracy_float']:.4f}), "
           f"FRR {s['frr']:.4f} at {s['fa_per_hour']} FA/h ({_threshold_text(s)}), "
-          f"{s['size_bytes']} bytes, arena {s['arena_bytes']} bytes, total {report['timings']['total_s']} s")
+          f"{s['size_bytes']} bytes ({s['gzip_bytes']} gzipped, {s['sparsity']:.1%} zero weights), "
+          f"arena {s['arena_bytes']} bytes, {s['runtime_cpu_s_per_hour']} CPU s/h, "
+          f"total {report['timings']['total_s']} s")
     if s.get("real_fa_per_hour") is not None:
         frr = s.get("real_frr_clean")
         heard = "no real recordings of the keyword" if frr is None else \

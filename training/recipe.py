@@ -121,6 +121,14 @@ class TrainConfig:
     # of the real recordings of the keyword (training/select.py; the other half reports). Model selection
     # on the validation-only recordings is allowed, gradient steps on them are not.
     select_on: str = "synthetic"
+    # Gradual magnitude pruning (training/prune.py): the share of every convolution and dense kernel zeroed
+    # by magnitude, reached along Zhu & Gupta's cubic schedule from prune_begin to prune_end (fractions of
+    # the first pass's training steps) and kept through the mining rounds; only epochs at the target
+    # sparsity can be kept. The int8 .tflite stays dense: it pays in gzip_bytes. 0: off, and the keys below
+    # are not part of the recipe.
+    prune_sparsity: float = 0.0  # in [0, 1)
+    prune_begin: float = 0.2
+    prune_end: float = 0.7
 
 
 @dataclass(frozen=True)
@@ -190,6 +198,9 @@ class Recipe:
                 data["train"].pop(key)
         if self.train.select_on == "synthetic":  # and without real-voice selection as it did before that
             data["train"].pop("select_on")
+        if not self.train.prune_sparsity:  # and without pruning as it did before that
+            for key in ("prune_sparsity", "prune_begin", "prune_end"):
+                data["train"].pop(key)
         return data
 
 
@@ -286,6 +297,7 @@ def _check(r: Recipe, where: str) -> None:
     if min(r.train.time_masks, r.train.time_mask_frames, r.train.freq_masks) < 0:
         raise ConfigError(f"{where}: train.time_masks/time_mask_frames/freq_masks must be >= 0")
     _check_distill(r, where)
+    _check_prune(r, where)
     if r.train.select_on not in ("synthetic", "real"):
         raise ConfigError(f"{where}: train.select_on: expected 'synthetic' or 'real', got {r.train.select_on!r}")
     if r.eval.threshold_from not in ("both", "real"):
@@ -309,6 +321,16 @@ def _check(r: Recipe, where: str) -> None:
     if not 0.0 <= r.model.context_speech <= 1.0 or (r.model.context_speech and not r.model.context_frames):
         raise ConfigError(f"{where}: model.context_speech: expected a fraction in [0, 1], and 0 unless "
                           f"model.context_frames > 0, got {r.model.context_speech}")
+
+
+def _check_prune(r: Recipe, where: str) -> None:
+    """``train.prune_*`` ranges: a sparsity in [0, 1), 0 <= begin < end <= 1."""
+    t = r.train
+    if not 0.0 <= t.prune_sparsity < 1.0:
+        raise ConfigError(f"{where}: train.prune_sparsity: expected a fraction in [0, 1), got {t.prune_sparsity}")
+    if not 0.0 <= t.prune_begin < t.prune_end <= 1.0:
+        raise ConfigError(f"{where}: train.prune_begin/prune_end: expected fractions of the first pass with "
+                          f"0 <= begin < end <= 1, got {t.prune_begin}, {t.prune_end}")
 
 
 def _check_distill(r: Recipe, where: str) -> None:

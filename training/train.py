@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from training import distill
+from training import distill, prune
 from training.data import FeatureSet
 from training.model import DsCnnConfig, build_dscnn
 from training.recipe import Recipe
@@ -26,12 +26,13 @@ def class_weights(y: npt.NDArray[np.int64], labels: tuple[str, ...], unknown_wei
     return {i: float(v) for i, v in enumerate(w)}
 
 
-def _keep_best(selector: Any | None) -> Any:
+def _keep_best(selector: Any | None, pruner: Any | None = None) -> Any:
     import keras
 
     class KeepBest(keras.callbacks.Callback):
         """Remember the weights of the best epoch: the highest validation accuracy, or with a real-voice
-        ``selector`` (training/select.py) the lowest real FRR at <= 1 FA/h (ties: the later epoch)."""
+        ``selector`` (training/select.py) the lowest real FRR at <= 1 FA/h (ties: the later epoch). With a
+        ``pruner`` (training/prune.py) only epochs ending with every kernel at the target sparsity count."""
 
         def __init__(self) -> None:
             super().__init__()
@@ -43,6 +44,8 @@ def _keep_best(selector: Any | None) -> Any:
             self.real: list[dict[str, Any]] = []  # each epoch's real-voice figures (with a selector)
 
         def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            if pruner is not None and not pruner.at_target:
+                return
             if selector is None:
                 value = float((logs or {}).get("val_accuracy", -1.0))
             else:
@@ -88,11 +91,13 @@ def train_model(recipe: Recipe, sets: dict[str, FeatureSet], verbose: bool = Tru
         from training.select import RealSelector
 
         selector = RealSelector(recipe, frames, recipe.dataset.realvoice_dir or None)
-    keep = _keep_best(selector)
+    pruner = _pruner(recipe, _batches(len(tr), t.batch_size) * t.epochs)
+    keep = _keep_best(selector, pruner)
+    prune_cb = [] if pruner is None else [pruner]  # before KeepBest: the weights it keeps are the pruned ones
     weights = class_weights(tr.y, recipe.labels, t.unknown_weight)
     soft = _teacher(recipe, tr.x)
     val_data = (val.x, distill.targets(val.y, _teacher(recipe, val.x)))
-    hist = _fit(model, tr.x, tr.y, soft, weights, recipe, t.epochs, val_data, [keep], verbose, salt=0)
+    hist = _fit(model, tr.x, tr.y, soft, weights, recipe, t.epochs, val_data, [*prune_cb, keep], verbose, salt=0)
     sys.stdout.flush()
     if keep.weights:
         model.set_weights(keep.weights)
@@ -100,14 +105,28 @@ def train_model(recipe: Recipe, sets: dict[str, FeatureSet], verbose: bool = Tru
     history["best_epoch"] = keep.best_epoch + 1
     if t.mining_rounds and negatives:  # real-voice selection goes on over the mining rounds' epochs
         history["mining"] = _mining_rounds(model, recipe, tr, soft, val_data, weights, negatives, bank, verbose,
-                                           [keep] if selector else [])
+                                           [*prune_cb, keep] if selector else prune_cb)
         if selector:
             model.set_weights(keep.weights)
     if selector:
         history["real_selection"] = {"clips": selector.clips, "epochs": keep.real,
                                      "kept": {"phase": keep.best_phase, "epoch": keep.best_epoch + 1,
                                               "frr": -keep.best}}
+    if pruner is not None:
+        history["pruning"] = {"target": t.prune_sparsity, "begin_step": pruner.begin, "end_step": pruner.end,
+                              "steps": pruner.step} | prune.kernel_sparsity(model)
     return model, history
+
+
+def _pruner(recipe: Recipe, first_pass_steps: int) -> Any | None:
+    """The recipe's pruning callback (None without ``train.prune_sparsity``): its schedule runs from
+    ``prune_begin`` to ``prune_end`` of the first pass's ``first_pass_steps``."""
+    t = recipe.train
+    if not t.prune_sparsity:
+        return None
+    begin = min(first_pass_steps - 1, round(t.prune_begin * first_pass_steps))
+    end = min(first_pass_steps, max(begin + 1, round(t.prune_end * first_pass_steps)))
+    return prune.pruning_callback(t.prune_sparsity, begin, end)
 
 
 def _teacher(recipe: Recipe, x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32] | None:

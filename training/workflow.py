@@ -13,6 +13,7 @@ from kws_edge.decision import DecisionParams
 from kws_edge.errors import ConfigError, ModelError
 from kws_edge.model import load_model
 from training import evaluate as ev
+from training import prune
 from training.export import ExportSpec, export_model, update_manifest
 from training.pipeline import Prepared, eval_streams, prepare, write_json
 from training.recipe import Recipe
@@ -200,6 +201,7 @@ def real_summary(real: dict[str, Any], synthetic_frr: float | None, max_gap: flo
 def _summary(m: Any, clip: dict[str, Any], det: dict[str, Any], frr: dict[str, Any], check: dict[str, Any],
              recipe: Recipe) -> dict[str, Any]:
     chosen = det["chosen"]
+    tflite = m.model_path.read_bytes()
     headline = [frr[str(s)]["frr"] for s in recipe.eval.headline_snr_db if str(s) in frr]
     return {
         "threshold": chosen["threshold"],
@@ -216,6 +218,8 @@ def _summary(m: Any, clip: dict[str, Any], det: dict[str, Any], frr: dict[str, A
         "accuracy_float_clean": clip["test_clean"].get("float", {}).get("accuracy"),
         "test_windows": clip["test"]["int8"]["n"],
         "size_bytes": m.size_bytes, "arena_bytes": m.arena_bytes, "params": m.params, "macs": m.macs,
+        # the int8 filters' share of exact zeros (training/prune.py); pruning pays only once compressed
+        "sparsity": prune.tflite_sparsity(tflite)["overall"], "gzip_bytes": prune.gzip_bytes(tflite),
         "runtime_cpu_s_per_hour": round(check["cpu_s_per_hour"], 2),
         "held_out": "whole TTS voices (espeak-ng variants in every accent, flite voices) never used in training",
     }
