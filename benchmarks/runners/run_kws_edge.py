@@ -30,10 +30,16 @@ class Recorder:
     def reset(self) -> None:
         self.runner.reset()
 
-    def run(self, window: Any) -> Any:
-        post = self.runner.run(window)
+    def quantize_frames(self, frames: Any) -> Any:
+        return self.runner.quantize_frames(frames)
+
+    def run_frames(self, q: Any) -> Any:  # what the Detector calls per run
+        post = self.runner.run_frames(q)
         self.scores.append(float(post[self.index]))
         return post
+
+    def run(self, window: Any) -> Any:
+        return self.run_frames(self.quantize_frames(window))
 
 
 def main() -> None:
