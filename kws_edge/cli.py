@@ -77,16 +77,16 @@ def cmd_detect(args: argparse.Namespace) -> int:
     from kws_edge.model import load_models
     from kws_edge.pipeline import Detector
 
-    chunk = args.chunk if args.chunk is not None else (3200 if args.file == "-" else 16000)
-    if chunk <= 0:
-        raise KwsError(f"--chunk: expected a positive number of samples, got {chunk}")
+    step = args.chunk if args.chunk is not None else (3200 if args.file == "-" else 16000)
+    if step <= 0:
+        raise KwsError(f"--chunk: expected a positive number of samples, got {step}")
     runners = load_models(args.model)
     detector = Detector(runners, dict(args.threshold))
     _keep_freed_memory()
     if args.file == "-":
-        source = audio.stdin_chunks(sys.stdin.buffer, chunk)
+        source = audio.stdin_chunks(sys.stdin.buffer, step)
     else:
-        source = audio.wav_chunks(args.file, detector.sample_rate, chunk)  # flat memory, any length
+        source = audio.wav_chunks(args.file, detector.sample_rate, step)  # flat memory, any length
     count = 0
     for chunk in source:
         for det in detector.process(chunk):

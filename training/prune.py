@@ -71,23 +71,19 @@ def tflite_sparsity(data: bytes) -> dict[str, Any]:
     CONV_2D, DEPTHWISE_CONV_2D and FULLY_CONNECTED ops, per filter tensor and overall."""
     from tensorflow.lite.python import schema_py_generated as schema
 
-    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-    model = schema.Model.GetRootAsModel(data, 0)
+    from training.streaming import tflite_operators
+
     per, zeros, total = {}, 0, 0
-    for g in range(model.SubgraphsLength()):
-        sub = model.Subgraphs(g)
-        for i in range(sub.OperatorsLength()):
-            op = sub.Operators(i)
-            code = model.OperatorCodes(op.OpcodeIndex())
-            if names[max(code.BuiltinCode(), code.DeprecatedBuiltinCode())] not in PRUNED_OPS:
-                continue
-            tensor = sub.Tensors(op.Inputs(1))
-            raw = model.Buffers(tensor.Buffer()).DataAsNumpy()
-            if tensor.Type() != schema.TensorType.INT8 or isinstance(raw, int) or raw.size == 0:
-                continue  # float, or not a constant
-            z = int(np.count_nonzero(raw == 0))
-            per[tensor.Name().decode()] = round(z / raw.size, 4)
-            zeros, total = zeros + z, total + raw.size
+    for model, sub, op, name in tflite_operators(data):
+        if name not in PRUNED_OPS:
+            continue
+        tensor = sub.Tensors(op.Inputs(1))
+        raw = model.Buffers(tensor.Buffer()).DataAsNumpy()
+        if tensor.Type() != schema.TensorType.INT8 or isinstance(raw, int) or raw.size == 0:
+            continue  # float, or not a constant
+        z = int(np.count_nonzero(raw == 0))
+        per[tensor.Name().decode()] = round(z / raw.size, 4)
+        zeros, total = zeros + z, total + raw.size
     return {"layers": per, "overall": round(zeros / max(total, 1), 4)}
 
 

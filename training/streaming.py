@@ -384,19 +384,23 @@ def streaming_tflite(trained: Any, cfg: StreamConfig, step_frames: int,
         return bytes(converter.convert())
 
 
-def tflite_ops(data: bytes) -> list[str]:
-    """Builtin operator names used by any subgraph of a ``.tflite`` flatbuffer, sorted."""
+def tflite_operators(data: bytes) -> Iterator[tuple[Any, Any, Any, str]]:
+    """(model, subgraph, operator, builtin op name) for every operator of a ``.tflite`` flatbuffer."""
     from tensorflow.lite.python import schema_py_generated as schema
 
     names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
     model = schema.Model.GetRootAsModel(data, 0)
-    used = set()
     for g in range(model.SubgraphsLength()):
         sub = model.Subgraphs(g)
         for i in range(sub.OperatorsLength()):
-            code = model.OperatorCodes(sub.Operators(i).OpcodeIndex())
-            used.add(names[max(code.BuiltinCode(), code.DeprecatedBuiltinCode())])
-    return sorted(used)
+            op = sub.Operators(i)
+            code = model.OperatorCodes(op.OpcodeIndex())
+            yield model, sub, op, names[max(code.BuiltinCode(), code.DeprecatedBuiltinCode())]
+
+
+def tflite_ops(data: bytes) -> list[str]:
+    """Builtin operator names used by any subgraph of a ``.tflite`` flatbuffer, sorted."""
+    return sorted({name for *_, name in tflite_operators(data)})
 
 
 def _state_shapes(cfg: StreamConfig, numcep: int) -> list[tuple[str, tuple[int, int, int, int]]]:

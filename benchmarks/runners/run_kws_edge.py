@@ -38,9 +38,6 @@ class Recorder:
         self.scores.append(float(post[self.index]))
         return post
 
-    def run(self, window: Any) -> Any:
-        return self.run_frames(self.quantize_frames(window))
-
 
 def main() -> None:
     job, out = load_job()
