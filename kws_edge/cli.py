@@ -142,6 +142,7 @@ def cmd_devices(args: argparse.Namespace) -> int:
 
 def cmd_models(args: argparse.Namespace) -> int:
     from kws_edge import manifest as mf
+    from kws_edge.features import FeatureParams
     from kws_edge.model import installed_manifests, model_dirs
 
     paths = installed_manifests()
@@ -160,7 +161,8 @@ def cmd_models(args: argparse.Namespace) -> int:
             continue
         metrics = m.metrics or {}
         facts = [f"{m.size_bytes / 1024:.1f} KB", f"arena {m.arena_bytes / 1024:.1f} KB",
-                 f"{m.window_frames}x{m.features.numcep} MFCC"]
+                 f"{m.window_frames}x{m.features.numcep} "
+                 + ("MFCC" if isinstance(m.features, FeatureParams) else "speech embedding")]
         if m.params:
             facts.append(f"{m.params / 1000:.1f} K params")
         for key in ("accuracy_int8", "frr_at_target_fa"):

@@ -98,6 +98,13 @@ class FeatureParams:
             return 1
         return 1 + math.ceil((n_samples - self.frame_len) / self.hop)
 
+    def samples_for(self, frames: int) -> int:
+        """Samples that make exactly ``frames`` frames (without the padded last one)."""
+        return self.frame_len + (frames - 1) * self.hop
+
+    def streamer(self) -> StreamingMfcc:
+        return StreamingMfcc(self)
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

@@ -11,7 +11,8 @@ Schema ``kws_edge.manifest/1`` (every key required unless marked optional)::
       "size_bytes": 41234,
       "labels": ["_silence_", "_unknown_", "hey_jarvis"],   # one per model output
       "keywords": ["hey_jarvis"],            # labels that produce detections (subset of labels)
-      "features": {FeatureParams fields},    # see kws_edge.features.FeatureParams
+      "features": {FeatureParams fields},    # see kws_edge.features.FeatureParams, or a speech-embedding
+                                             # front-end: {"kind": "speech_embedding", ...} (kws_edge.embedding)
       "window_frames": 49,                   # MFCC frames per model input
       "stride_frames": 3,                    # run the model every this many new frames
       "input":  {"shape": [1, 49, 10], "dtype": "int8", "scale": 0.1, "zero_point": -5},
@@ -45,6 +46,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kws_edge.embedding import KIND as EMBEDDING_KIND
+from kws_edge.embedding import EmbeddingParams
 from kws_edge.errors import ModelError
 from kws_edge.features import FeatureParams
 from kws_edge.names import topic_name_problem
@@ -105,7 +108,7 @@ class Manifest:
     size_bytes: int
     labels: tuple[str, ...]
     keywords: tuple[str, ...]
-    features: FeatureParams
+    features: FeatureParams | EmbeddingParams
     window_frames: int
     stride_frames: int
     input: TensorSpec
@@ -252,7 +255,11 @@ def parse(data: Any, where: str = "manifest") -> Manifest:
     if len(set(keywords)) != len(keywords):
         raise c.fail("keywords", "unique keywords", list(keywords))
     try:
-        features = FeatureParams.from_dict(c.dict_(data, "features"), f"{where}: features")
+        section = c.dict_(data, "features")
+        front_end = EmbeddingParams if "kind" in section else FeatureParams
+        if "kind" in section and section["kind"] != EMBEDDING_KIND:
+            raise c.fail("features.kind", f"{EMBEDDING_KIND!r} (or no kind: MFCC)", section["kind"])
+        features: FeatureParams | EmbeddingParams = front_end.from_dict(section, f"{where}: features")
     except (ValueError, TypeError, ArithmeticError) as exc:
         msg = str(exc)
         raise ModelError(msg if msg.startswith(where) else f"{where}: features: {msg}") from None

@@ -16,6 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from kws_edge.decision import Decision, DecisionParams
+from kws_edge.embedding import EmbeddingParams, StreamingEmbedding
 from kws_edge.errors import ConfigError
 from kws_edge.features import FeatureParams, StreamingMfcc
 from kws_edge.model import ModelRunner
@@ -57,8 +58,8 @@ class _Slot:
 
 @dataclass
 class _Group:
-    params: FeatureParams
-    mfcc: StreamingMfcc
+    params: FeatureParams | EmbeddingParams
+    mfcc: StreamingMfcc | StreamingEmbedding  # the models' front-end
     slots: list[_Slot]
     ring: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros((0, 0)))
     frames: int = 0  # frames seen
@@ -102,10 +103,10 @@ class Detector:
             raise ConfigError(f"models disagree on the sample rate ({sorted(rates)}); run them separately")
         self.sample_rate = rates.pop()
         self.runners = [r.fresh() for r in runners]  # a streaming model's state belongs to this stream
-        groups: dict[FeatureParams, _Group] = {}
+        groups: dict[FeatureParams | EmbeddingParams, _Group] = {}
         for r in self.runners:
             m = r.manifest
-            g = groups.setdefault(m.features, _Group(m.features, StreamingMfcc(m.features), []))
+            g = groups.setdefault(m.features, _Group(m.features, m.features.streamer(), []))
             slot = _Slot(r, Decision(m.labels, decision_params(r, overrides)), m.window_frames,
                          m.stride_frames, m.warmup_frames)
             g.slots.append(slot)

@@ -212,3 +212,42 @@ def test_tiny_streaming_run(tmp_path: Path) -> None:
     assert rc == 0
     again = mf.load(tmp_path / "again" / "tiny_stream.json")
     assert again.streaming == m.streaming and again.sha256 == m.sha256
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None or shutil.which("flite") is None,
+                    reason="espeak-ng and flite (Debian packages espeak-ng, flite) not installed")
+def test_tiny_embedding_run(tmp_path: Path) -> None:
+    """`[model] family = "embedding"`: a dense head on the speech-embedding front-end (real models from the
+    pyopen-wakeword wheel). The manifest names the front-end; the runtime streams it like any model (the
+    same detections for any chunking, eval's stream scores equal the Detector's runs); no firmware for it."""
+    from kws_edge import firmware
+    from kws_edge.embedding import EmbeddingParams
+    from kws_edge.errors import ModelError
+    from training.streams import stream_scores
+
+    head = 'name = "tiny_embed"\nkind = "wakeword"\nkeywords = ["hey jarvis"]\nseed = 2\n'
+    recipe = head + SYNTH + TINY.replace("[model]\n", '[model]\nfamily = "embedding"\n') + \
+        "[decision]\nstride_frames = 1\n"
+    models = _train(tmp_path, recipe)
+    _check_outputs(models, "tiny_embed", tmp_path)
+    m = mf.load(models / "tiny_embed.json")
+    assert m.features == EmbeddingParams() and m.streaming is None
+    assert m.window_frames == 16 and m.stride_frames == 1 and m.input.shape == (1, 16, 96)
+    assert set(m.ops) <= {"FULLY_CONNECTED", "RESHAPE", "SOFTMAX"}
+    runner = load_model(models / "tiny_embed.json")
+    rng = np.random.default_rng(5)
+    audio = (rng.standard_normal(16000 * 5) * 2000).astype(np.int16)
+    det = Detector([runner], {"hey_jarvis": 0.0}, timed=True)  # threshold 0: every counted run can fire
+    found = {}
+    for chunk in (160, 16000):
+        det.reset()
+        out = [d for i in range(0, len(audio), chunk) for d in det.process(audio[i:i + chunk])]
+        found[chunk] = [(d.t, round(d.score, 6)) for d in out]
+    assert found[160] == found[16000] and found[160]
+    frames = 1 + (len(audio) - m.features.frame_len) // m.features.hop
+    assert det.times.inferences == frames - 15  # one run per embedding once 16 are there
+    scores = stream_scores(runner, audio)
+    assert len(scores.times_ms) == frames - 15
+    assert scores.times_ms[0] == (m.features.frame_len + 15 * m.features.hop) * 1000 // 16000
+    with pytest.raises(ModelError, match="runs on the Pi only"):
+        firmware.settings_header(m)

@@ -35,7 +35,9 @@ def test_shipped_recipes_parse(name: str) -> None:
     ("[train]\nepochs = \"ten\"\n", r"train\.epochs: expected an integer, got 'ten'"),
     ("[synthesis]\nrate = [1.3, 0.8]\n", r"synthesis\.rate: expected \[low, high\]"),
     ("[augment]\nnoise_kinds = [\"purple\"]\n", r"unknown kind\(s\) \['purple'\]"),
-    ("[model]\nfamily = \"rnn\"\n", r"model\.family: expected 'window' or 'stream', got 'rnn'"),
+    ("[model]\nfamily = \"rnn\"\n", r"model\.family: expected one of 'window', 'stream', 'embedding', got 'rnn'"),
+    ("[model]\nfamily = \"embedding\"\n[train]\ntime_masks = 2\n",
+     r"model\.family = 'embedding' takes no .*train\.time_masks"),
     ("[model]\nfamily = \"stream\"\npool_frames = 30\n", r"receptive field is 50 frames"),
     ("[model]\nfamily = \"stream\"\nkernel = 0\n", r"kernel >= 1"),
 ])

@@ -247,7 +247,7 @@ def export_main(args: argparse.Namespace) -> int:
     spec = ExportSpec(recipe.name, recipe.kind, recipe.labels, recipe.keyword_labels,
                       {k: 0.5 for k in recipe.keyword_labels}, stride_frames=d.stride_frames,
                       smoothing_ms=d.smoothing_ms, min_hits=d.min_hits, refractory_ms=d.refractory_ms,
-                      description=recipe.description)
+                      description=recipe.description, features=recipe.model.front_end())
     stream = recipe.model.stream_config() if recipe.model.family == "stream" else None
     path = export_keras_file(args.keras, spec, representative_windows(prep.features["train"], 500, recipe.seed),
                              args.out, stream)

@@ -1,5 +1,8 @@
 """Clips -> augmented 1 s windows -> MFCC features, in parallel, deterministic per seed, cached.
 
+An embedding-family recipe gets speech-embedding frames instead (kws_edge/embedding.py): 16 of them need
+2.02 s of audio, so its windows have background before the clip's second as a streaming model's context.
+
 A streaming-family recipe with ``model.context_frames`` gets longer windows: that many frames of
 background (the window's own noise, or digital silence for a clean window) before the second the clip is
 placed in, so the model's running mean and pooling see what precedes a keyword in a stream. Sentences
@@ -31,6 +34,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from kws_edge.embedding import EmbeddingParams, embeddings
 from kws_edge.features import FeatureParams, mfcc
 from training import augment as aug
 from training.recipe import AugmentConfig, Recipe
@@ -67,7 +71,14 @@ class FeatureSet:
 _W: dict[str, Any] = {}
 
 
-def _init_worker(cfg: AugmentConfig, params: FeatureParams, bank: aug.NoiseBank, max_cut: int,
+def front_end_frames(x: npt.NDArray[np.int16], params: FeatureParams | EmbeddingParams) -> npt.NDArray[np.float32]:
+    """A training window's frames: MFCC (the runtime's, padded last frame included) or speech embeddings."""
+    if isinstance(params, EmbeddingParams):
+        return embeddings(x, params).astype(np.float32)
+    return mfcc(x, params).astype(np.float32)
+
+
+def _init_worker(cfg: AugmentConfig, params: FeatureParams | EmbeddingParams, bank: aug.NoiseBank, max_cut: int,
                  context: int = 0, speech_share: float = 0.0,
                  speech: tuple[npt.NDArray[np.int16], ...] = ()) -> None:
     _W.update(cfg=cfg, params=params, bank=bank, max_cut=max_cut, context=context,
@@ -130,13 +141,13 @@ def _noise_only(rng: np.random.Generator, crng: np.random.Generator | None, pre:
 def make_window(task: Task) -> npt.NDArray[np.float32]:
     """Worker: one task -> one (frames, numcep) float32 MFCC window."""
     cfg: AugmentConfig = _W["cfg"]
-    params: FeatureParams = _W["params"]
+    params: FeatureParams | EmbeddingParams = _W["params"]
     n = params.sample_rate  # one second: where the clip goes
     pre = _W.get("context", 0)  # samples of background before that second (stream family's context)
     rng = np.random.default_rng(task.seed)
     option, crng = _context_draw(task)
     if task.samples is None:
-        return mfcc(_noise_only(rng, crng, pre, n), params).astype(np.float32)
+        return front_end_frames(_noise_only(rng, crng, pre, n), params)
     s = task.samples.astype(np.float64)
     if task.augment:
         s = aug.speed(s, rng.uniform(*cfg.speed))
@@ -158,7 +169,7 @@ def make_window(task: Task) -> npt.NDArray[np.float32]:
         x = aug.mix_at_snr(x, _W["bank"].segment(kind, len(x), rng), rng.uniform(*cfg.snr_db))
     if task.augment and cfg.mic_prob > 0 and rng.random() < cfg.mic_prob:
         x = aug.microphone(x, rng)
-    return mfcc(aug.to_int16(x, rng, cfg.gain_db), params).astype(np.float32)
+    return front_end_frames(aug.to_int16(x, rng, cfg.gain_db), params)
 
 
 def tasks_for(clips: list[Clip], labels: tuple[str, ...], copies: int, silence: int, augment: bool,
@@ -190,6 +201,8 @@ def _cache_key(recipe: Recipe, clips: dict[str, list[Clip]]) -> str:
     key = [DATA_VERSION, recipe.seed, recipe.labels, recipe.to_dict()["augment"], recipe.synthesis.silence]
     if recipe.model.context_frames:  # longer windows; 0 keeps the window family's keys
         key.append({"context_frames": recipe.model.context_frames})
+    if recipe.model.family == "embedding":  # another front-end, other windows
+        key.append({"front_end": "speech_embedding"})
     if recipe.model.context_speech:  # 0 keeps the keys of context_frames alone
         key.append({"context_speech": recipe.model.context_speech})
     h.update(json.dumps(key, sort_keys=True).encode())
@@ -201,9 +214,9 @@ def _cache_key(recipe: Recipe, clips: dict[str, list[Clip]]) -> str:
 
 
 def build_features(recipe: Recipe, clips: dict[str, list[Clip]], bank: aug.NoiseBank, cache_dir: Path,
-                   workers: int, params: FeatureParams | None = None) -> dict[str, FeatureSet]:
+                   workers: int, params: FeatureParams | EmbeddingParams | None = None) -> dict[str, FeatureSet]:
     """Feature sets for train / val / test (augmented) and test_clean; cached under ``<cache>/features``."""
-    params = params or FeatureParams()
+    params = params or recipe.model.front_end()
     path = Path(cache_dir) / "features" / f"{recipe.name}-{_cache_key(recipe, clips)}.npz"
     if path.exists():
         with np.load(path) as z:
@@ -219,7 +232,7 @@ def build_features(recipe: Recipe, clips: dict[str, list[Clip]], bank: aug.Noise
                                 recipe.seed + 3, n),
     }
     max_cut = int(a.max_cut_ms * params.sample_rate / 1000)
-    context = recipe.model.context_frames * params.hop  # each frame more is one hop more
+    context = params.samples_for(recipe.model.window_frames) - n  # background before the clip's second
     share = recipe.model.context_speech
     out: dict[str, FeatureSet] = {}
     for split, tasks in plans.items():

@@ -26,6 +26,7 @@ import numpy as np
 import numpy.typing as npt
 
 from kws_edge import manifest as mf
+from kws_edge.embedding import EmbeddingParams
 from kws_edge.errors import ModelError
 from kws_edge.features import FeatureParams
 
@@ -45,7 +46,7 @@ class ExportSpec:
     labels: tuple[str, ...]
     keywords: tuple[str, ...]
     thresholds: Mapping[str, float]
-    features: FeatureParams = field(default_factory=FeatureParams)
+    features: FeatureParams | EmbeddingParams = field(default_factory=FeatureParams)
     stride_frames: int = 3  # 60 ms at a 20 ms hop
     smoothing_ms: int = 200
     min_hits: int = 1

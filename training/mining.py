@@ -15,17 +15,18 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from kws_edge.features import FeatureParams, StreamingMfcc
+from kws_edge.embedding import EmbeddingParams
+from kws_edge.features import FeatureParams
 from training import streams as st
 from training.recipe import Recipe
 
 log = logging.getLogger("kws_edge.training")
 
 
-def stream_windows(samples: npt.NDArray[np.int16], params: FeatureParams, window: int,
+def stream_windows(samples: npt.NDArray[np.int16], params: FeatureParams | EmbeddingParams, window: int,
                    stride: int) -> npt.NDArray[np.float32]:
     """Every window the runtime would score on ``samples`` (same frames, every ``stride`` frames)."""
-    frames = StreamingMfcc(params).process(samples).astype(np.float32)
+    frames = params.streamer().process(samples).astype(np.float32)
     if len(frames) < window:
         return np.zeros((0, window, params.numcep), np.float32)
     view = np.lib.stride_tricks.sliding_window_view(frames, (window, params.numcep))[:, 0]
@@ -33,9 +34,9 @@ def stream_windows(samples: npt.NDArray[np.int16], params: FeatureParams, window
 
 
 def mine(model: Any, recipe: Recipe, clips: list[npt.NDArray[np.int16]], bank: Any, seed: int,
-         params: FeatureParams | None = None) -> tuple[npt.NDArray[np.float32], dict[str, Any]]:
+         params: FeatureParams | EmbeddingParams | None = None) -> tuple[npt.NDArray[np.float32], dict[str, Any]]:
     """Hard negatives from ``recipe.train.mining_hours`` of non-keyword training speech."""
-    params = params or FeatureParams()
+    params = params or recipe.model.front_end()
     t = recipe.train
     kinds = [k for k in recipe.augment.noise_kinds if k != "file"] or ["pink"]
     stream = st.negative_stream(clips, t.mining_hours, bank, kinds, seed)

@@ -72,6 +72,28 @@ def build_dscnn(cfg: DsCnnConfig, input_shape: tuple[int, int], num_classes: int
     return keras.Model(inp, out, name="ds_cnn")
 
 
+def build_embedding_head(units: int, layers_n: int, dropout: float, input_shape: tuple[int, int],
+                         num_classes: int, batch_size: int | None = None) -> Any:
+    """The ``embedding`` family's keyword head: (batch, 16, 96) speech embeddings -> posteriors.
+
+    ``layers_n`` dense layers of ``units`` (batch norm, ReLU, dropout) on the flattened window, as
+    openWakeWord's heads; converted, only FULLY_CONNECTED, RESHAPE and SOFTMAX (batch norm folds away).
+    """
+    import keras
+    from keras import layers
+
+    frames, dims = input_shape
+    inp = keras.Input(shape=(frames, dims), batch_size=batch_size, name="embeddings")
+    x = layers.Flatten()(inp)
+    for _ in range(layers_n):
+        x = layers.Dense(units, use_bias=False)(x)
+        x = layers.BatchNormalization()(x)
+        x = layers.ReLU()(x)
+        x = layers.Dropout(dropout)(x)
+    out = layers.Dense(num_classes, activation="softmax", name="posteriors")(x)
+    return keras.Model(inp, out, name="embedding_head")
+
+
 _CMN: Any = None
 
 

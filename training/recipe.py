@@ -18,6 +18,8 @@ from training.realvoice import VALIDATION_FOLDERS
 from training.text import check_keyword, keyword_label
 
 WINDOW_FRAMES = 49  # frames of every training window (1 s at the 20 ms hop)
+FAMILIES = ("window", "stream", "embedding")
+EMBEDDING_FRAMES = 16  # embedding family: speech embeddings per window (1.28 s at its 80 ms hop)
 
 
 @dataclass(frozen=True)
@@ -64,7 +66,8 @@ class AugmentConfig:
 class ModelSection:
     # "window": the DS-CNN re-reads a whole window every stride (training/model.py); "stream": causal
     # temporal convolutions that consume only the new frames and keep the past as state inside the
-    # .tflite (training/streaming.py)
+    # .tflite (training/streaming.py); "embedding": dense layers (filters units each, blocks layers) on 16
+    # frames (1.28 s) of a pretrained speech embedding, Pi only (kws_edge/embedding.py)
     family: str = "window"
     filters: int = 64
     blocks: int = 4
@@ -85,7 +88,19 @@ class ModelSection:
     @property
     def window_frames(self) -> int:
         """Frames of every training window."""
+        if self.family == "embedding":
+            return EMBEDDING_FRAMES
         return WINDOW_FRAMES + self.context_frames
+
+    def front_end(self) -> Any:
+        """The feature parameters the family's models read: MFCC, or the speech embedding."""
+        if self.family == "embedding":
+            from kws_edge.embedding import EmbeddingParams
+
+            return EmbeddingParams()
+        from kws_edge.features import FeatureParams
+
+        return FeatureParams()
 
     def stream_config(self) -> Any:
         from training.streaming import StreamConfig
@@ -304,8 +319,13 @@ def _check(r: Recipe, where: str) -> None:
         raise ConfigError(f"{where}: eval.threshold_from: expected 'both' or 'real', got {r.eval.threshold_from!r}")
     if r.eval.negative_hours <= 0:
         raise ConfigError(f"{where}: eval.negative_hours must be > 0")
-    if r.model.family not in ("window", "stream"):
-        raise ConfigError(f"{where}: model.family: expected 'window' or 'stream', got {r.model.family!r}")
+    if r.model.family not in FAMILIES:
+        raise ConfigError(f"{where}: model.family: expected one of {', '.join(map(repr, FAMILIES))}, "
+                          f"got {r.model.family!r}")
+    if r.model.family == "embedding" and (r.model.normalize or r.train.teacher or r.train.time_masks
+                                          or r.train.freq_masks):
+        raise ConfigError(f"{where}: model.family = 'embedding' takes no model.normalize, train.teacher, "
+                          "train.time_masks or train.freq_masks (they act on MFCC windows)")
     if r.model.family == "stream":
         from training.streaming import receptive_frames
 

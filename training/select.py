@@ -24,6 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from kws_edge.decision import DecisionParams
+from kws_edge.embedding import EmbeddingParams
 from kws_edge.errors import ConfigError
 from kws_edge.features import FeatureParams
 from kws_edge.model import ModelRunner
@@ -43,7 +44,7 @@ class _Recorder:
     given (and answers zeros), so the windows and their times are exactly the runtime's."""
 
     def __init__(self, labels: tuple[str, ...], window_frames: int, stride_frames: int,
-                 params: FeatureParams) -> None:
+                 params: FeatureParams | EmbeddingParams) -> None:
         self.manifest = SimpleNamespace(features=params, window_frames=window_frames, stride_frames=stride_frames,
                                         warmup_frames=window_frames, labels=labels)
         self.windows: list[npt.NDArray[np.float32]] = []
@@ -70,7 +71,7 @@ class RealSelector:
     """The selection-half streams of a recipe's keywords, cut into windows once; :meth:`frr` scores a model."""
 
     def __init__(self, recipe: Recipe, window_frames: int, root: Path | str | None = None,
-                 params: FeatureParams | None = None, seed: int = 0,
+                 params: FeatureParams | EmbeddingParams | None = None, seed: int = 0,
                  extra_speech: Path | None = rv.EXTRA_SPEECH_DIR) -> None:
         t0 = time.monotonic()
         self.labels = recipe.labels
@@ -89,7 +90,7 @@ class RealSelector:
             raise ConfigError(f"train.select_on = 'real': {base} gives {len(pos)} selection-half positive and "
                               f"{len(neg)} negative clips; both are needed")
         streams = rv.build_streams(pos, neg, aug.NoiseBank([], []), rv.NOISE_KINDS, seed)
-        p = params or FeatureParams()
+        p = params or recipe.model.front_end()
         self.cuts: dict[str, dict[str, _Cut]] = {}
         for name, ss in streams.items():
             self.cuts[name] = {}

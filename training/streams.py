@@ -17,7 +17,6 @@ import numpy as np
 import numpy.typing as npt
 
 from kws_edge.decision import Decision, DecisionParams
-from kws_edge.features import StreamingMfcc
 from kws_edge.model import ModelRunner
 from training import augment as aug
 
@@ -113,7 +112,7 @@ def stream_scores(runner: ModelRunner, samples: Int16, chunk: int = 16000 * 60) 
     p = m.features
     w, s = m.window_frames, m.stride_frames
     runner.reset()  # a streaming model starts each stream from its initial state
-    mf = StreamingMfcc(p)
+    mf = p.streamer()
     buf = np.zeros((0, p.numcep))
     first = 0  # index (in the whole stream) of buf[0]
     end = w  # frames seen when the model next runs

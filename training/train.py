@@ -80,6 +80,10 @@ def train_model(recipe: Recipe, sets: dict[str, FeatureSet], verbose: bool = Tru
         from training.streaming import build_stream_classifier
 
         model = build_stream_classifier(m.stream_config(), frames, coeffs, len(recipe.labels))
+    elif m.family == "embedding":
+        from training.model import build_embedding_head
+
+        model = build_embedding_head(m.filters, m.blocks, m.dropout, (frames, coeffs), len(recipe.labels))
     else:
         cfg = DsCnnConfig(filters=m.filters, blocks=m.blocks, dropout=m.dropout, normalize=m.normalize)
         model = build_dscnn(cfg, (frames, coeffs), len(recipe.labels))

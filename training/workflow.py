@@ -38,7 +38,7 @@ def train_recipe(recipe: Recipe, out_dir: Path, cache_dir: Path, run_dir: Path, 
         name=recipe.name, kind=recipe.kind, labels=recipe.labels, keywords=recipe.keyword_labels,
         thresholds={k: 0.5 for k in recipe.keyword_labels}, stride_frames=d.stride_frames,
         smoothing_ms=d.smoothing_ms, min_hits=d.min_hits, refractory_ms=d.refractory_ms,
-        description=recipe.description,
+        description=recipe.description, features=recipe.model.front_end(),
     )
     rep = representative_windows(prep.features["train"], 500, recipe.seed)
     run_dir.mkdir(parents=True, exist_ok=True)
