@@ -22,7 +22,7 @@ def _write(tmp_path: Path, text: str) -> Path:
     return p
 
 
-@pytest.mark.parametrize("name", ["hey_jarvis", "commands", "computer", "default"])
+@pytest.mark.parametrize("name", ["hey_jarvis", "commands", "computer", "computer_nano", "default", "default_nano"])
 def test_shipped_recipes_parse(name: str) -> None:
     r = load_recipe(REPO / "training" / "recipes" / f"{name}.toml")
     assert r.name == name
@@ -104,15 +104,22 @@ def test_step_recipes_parse(step: str) -> None:
     assert r.keywords == ("computer",) and r.dataset.real_negatives == ("snowboy", "smart_mirror")
 
 
-def test_default_recipe_is_the_measured_computer_recipe() -> None:
-    """`train --keyword` uses default.toml; its settings are those of computer.toml, the recipe whose model
-    is measured on real recordings, so the default's real-voice figures are known."""
+@pytest.mark.parametrize(("default", "measured"), [("default", "computer"), ("default_nano", "computer_nano")])
+def test_default_recipe_is_the_measured_computer_recipe(default: str, measured: str) -> None:
+    """`train --keyword` uses default.toml (`--nano`: default_nano.toml); its settings are those of computer.toml
+    (computer_nano.toml), the recipe whose model is measured on real recordings, so the default's real-voice
+    figures are known. Only the epoch choice on real recordings of the keyword (train.select_on) may differ:
+    a typed keyword has none."""
     import tomllib
 
     read = lambda n: tomllib.loads((REPO / "training" / "recipes" / f"{n}.toml").read_text())  # noqa: E731
-    default, computer = read("default"), read("computer")
-    tables = {k for k, v in computer.items() if isinstance(v, dict)}
-    assert tables and {k: default[k] for k in tables} == {k: computer[k] for k in tables}
+    ours, theirs = read(default), read(measured)
+    for recipe in (ours, theirs):
+        recipe.get("train", {}).pop("select_on", None)
+    tables = {k for k, v in theirs.items() if isinstance(v, dict)}
+    assert tables and {k: ours[k] for k in tables} == {k: theirs[k] for k in tables}
+    assert load_recipe(REPO / "training" / "recipes" / f"{default}.toml").model.family == \
+        ("window" if default.endswith("_nano") else "embedding")
 
 
 def test_keyword_recipe_drops_real_voice_parts_without_the_recordings(tmp_path: Path,
@@ -128,3 +135,13 @@ def test_keyword_recipe_drops_real_voice_parts_without_the_recordings(tmp_path: 
     without = parse_recipe(default_recipe("yes_no", ["yes", "no"]), "--keyword")
     assert without.dataset.real_negatives == () and "room" not in without.augment.noise_kinds
     assert without.kind == "commands" and without.model == with_real.model
+    nano = parse_recipe(default_recipe("hey_bob", ["hey bob"], nano=True), "--keyword")
+    assert with_real.model.family == "embedding" and nano.model.family == "window"
+    assert nano.name == "hey_bob" and "default_nano.toml" in nano.description
+
+
+def test_nano_goes_with_keyword(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main(["train", "--recipe", str(REPO / "training" / "recipes" / "computer.toml"), "--nano",
+               "--out", str(tmp_path)])
+    assert rc != 0 and "--nano goes with --keyword" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())

@@ -31,11 +31,15 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.epilog = ("examples:\n  kws-edge train --recipe training/recipes/hey_jarvis.toml\n"
-                "  kws-edge train --keyword 'hey computer' --out my_models/")
+                "  kws-edge train --keyword 'hey computer' --out my_models/\n"
+                "  kws-edge train --keyword 'hey computer' --nano --out my_models/")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--recipe", type=Path, help="recipe TOML (see training/recipes/)")
     src.add_argument("--keyword", action="append", help="keyword typed as text (repeat for several); "
-                     "uses the default wake-word recipe")
+                     "uses the default recipe: a speech-embedding model for the Pi "
+                     "(training/recipes/default.toml)")
+    p.add_argument("--nano", action="store_true", help="with --keyword: an MFCC model that the Nano firmware "
+                   "runs too (training/recipes/default_nano.toml); it hears real voices less well")
     p.add_argument("--out", type=Path, default=Path("models"), help="where the model goes (default: models/)")
     p.add_argument("--report-dir", type=Path, default=None, help="default: <out>/reports/<name>/")
     p.add_argument("--run-dir", type=Path, default=None, help="Keras model and firmware C array "
@@ -44,17 +48,18 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     _common(p)
 
 
-def default_recipe(name: str, words: list[str]) -> dict[str, object]:
-    """``training/recipes/default.toml`` for these keywords (a wake word; several words: commands), without
-    the real-voice parts when the recordings are not on this machine."""
+def default_recipe(name: str, words: list[str], nano: bool = False) -> dict[str, object]:
+    """``training/recipes/default.toml`` (``default_nano.toml`` with ``nano``) for these keywords (a wake word;
+    several words: commands), without the real-voice parts when the recordings are not on this machine."""
     import logging
     import tomllib
 
     from training import realvoice
 
-    data = tomllib.loads((REPO / "training" / "recipes" / "default.toml").read_text(encoding="utf-8"))
+    file = "default_nano.toml" if nano else "default.toml"
+    data = tomllib.loads((REPO / "training" / "recipes" / file).read_text(encoding="utf-8"))
     data |= {"name": name, "keywords": words, "kind": "wakeword" if len(words) == 1 else "commands",
-             "description": f"{' / '.join(words)}: the default recipe (training/recipes/default.toml)"}
+             "description": f"{' / '.join(words)}: the default recipe (training/recipes/{file})"}
     try:
         have = set(realvoice.folders(realvoice.realvoice_dir()))
     except ConfigError:
@@ -75,11 +80,13 @@ def _recipe(args: argparse.Namespace) -> object:
     from training.text import keyword_label
 
     if args.recipe is not None:
+        if getattr(args, "nano", False):
+            raise ConfigError("--nano goes with --keyword (a recipe names its own model family: [model] family)")
         recipe = load_recipe(args.recipe)
     else:
         words = list(args.keyword)
         name = "_".join(keyword_label(w) for w in words if w.strip()) or "model"
-        recipe = parse_recipe(default_recipe(name, words), "--keyword")
+        recipe = parse_recipe(default_recipe(name, words, getattr(args, "nano", False)), "--keyword")
     if getattr(args, "epochs", None):
         recipe = dataclasses.replace(recipe, train=dataclasses.replace(recipe.train, epochs=args.epochs))
     return recipe
