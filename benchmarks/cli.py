@@ -151,7 +151,8 @@ def main(args: argparse.Namespace) -> int:
     results["corpus"]["voice_roles"] = voice_roles(cfg.voices, trained)
     if real_skipped:
         results["unavailable"]["real voices"] = real_skipped
-    shipped = sorted(set(opts.kws_manifests.values()) | set((REPO / "models").glob("*.json")))
+    shipped = sorted(set(opts.kws_manifests.values()) | set((REPO / "models").glob("*.json"))
+                     | set((REPO / "models" / "nano").glob("*.json")))
     shipped = [p for p in shipped if not p.name.endswith(".report.json")]
     micro = next(iter((opts.cache / "venvs" / "pymicro_wakeword").glob(
         "lib/python*/site-packages/pymicro_wakeword/models")), None)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from kws_edge import manifest as mf
+from kws_edge.features import FeatureParams
 
 CLOCK_HZ = 64_000_000
 CYCLES_PER_MAC = (4.4, 6.0, 8.0)  # optimistic, rule, pessimistic
@@ -88,6 +89,9 @@ def collect(manifests: list[Path], micro_models: Path | None, measured: Path | N
         except Exception as exc:  # a broken manifest is reported, not fatal for the bench
             ours.append({"model": path.stem, "error": str(exc)})
             continue
+        if not isinstance(m.features, FeatureParams):
+            ours.append({"model": m.name, "pi_only": f"{m.features.kind} front-end: runs on the Pi only"})
+            continue
         row: dict[str, Any] = {"model": m.name, "size_bytes": m.size_bytes, "arena_bytes": m.arena_bytes,
                                "macs": m.macs, "params": m.params,
                                "needed_per_s": m.features.sample_rate / (m.stride_frames * m.features.hop)}
@@ -131,8 +135,10 @@ def table(fig: dict[str, Any]) -> list[str]:
     rows = ["| model | model bytes | arena bytes | MACs / inference | inferences needed/s | M MACs per "
             "audio second | est. inferences/s at 64 MHz |", "|---|---|---|---|---|---|---|"]
     for r in fig.get("kws_edge", []):
-        rows.append(f"| kws_edge {r['model']} | error: {r['error']} | | | | | |" if "error" in r
-                    else _row(f"kws_edge {r['model']}", r))
+        if "error" in r or "pi_only" in r:
+            rows.append(f"| kws_edge {r['model']} | {r.get('pi_only') or 'error: ' + r['error']} | | | | | |")
+        else:
+            rows.append(_row(f"kws_edge {r['model']}", r))
     rows += [_row(f"microWakeWord {r['model']} (published sizes)", r) for r in fig.get("micro_wake_word", [])]
     rows += ["", fig.get("rule", "")]
     measured = [r for r in fig.get("kws_edge", []) if r.get("m4")]

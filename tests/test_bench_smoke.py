@@ -138,6 +138,15 @@ def test_mcu_mac_count_from_tflite_equals_the_manifest(tiny_manifest: Path) -> N
     assert any(line.startswith("| kws_edge tiny_hey_jarvis | ") for line in mcu.table(fig))
 
 
+def test_mcu_figures_leave_out_pi_only_models() -> None:
+    """The speech-embedding `computer` has a tiny head but a 1.3 MB front-end: no Nano estimate for it."""
+    from benchmarks import mcu
+
+    fig = mcu.collect([cli.REPO / "models" / "computer.json"], None, None)
+    assert fig["kws_edge"] == [{"model": "computer", "pi_only": "speech_embedding front-end: runs on the Pi only"}]
+    assert "| kws_edge computer | speech_embedding front-end: runs on the Pi only |" in "\n".join(mcu.table(fig))
+
+
 def test_mcu_table_shows_m4_measurements_of_the_same_export_only(tiny_manifest: Path, tmp_path: Path) -> None:
     """A measured-firmware results file adds the M4 figures for the model whose sha256 it measured; a
     measurement of another export is ignored."""

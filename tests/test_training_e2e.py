@@ -17,7 +17,7 @@ pytest.importorskip("tflite_micro", reason="tflite-micro not installed")
 
 from kws_edge import manifest as mf
 from kws_edge.cli import main
-from kws_edge.model import load_model
+from kws_edge.model import ModelRunner, load_model
 from kws_edge.pipeline import Detector
 from training.export import parse_c_array
 from training.testing import make_speech_commands_dataset
@@ -171,6 +171,19 @@ def test_tiny_real_voice_recipe_run(tmp_path: Path) -> None:
     assert (models / "reports" / "tiny_computer" / "real_det.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def _same_for_any_chunking(runner: ModelRunner, audio: np.ndarray) -> tuple[Detector, list[tuple[float, float]]]:
+    """A Detector at threshold 0 (every counted run can fire) gives the same detections in 10 ms and 1 s
+    chunks; return it (after the last pass) and them."""
+    det = Detector([runner], {"hey_jarvis": 0.0}, timed=True)
+    found = {}
+    for chunk in (160, 16000):
+        det.reset()
+        out = [d for i in range(0, len(audio), chunk) for d in det.process(audio[i:i + chunk])]
+        found[chunk] = [(d.t, round(d.score, 6)) for d in out]
+    assert found[160] == found[16000] and found[160]
+    return det, found[16000]
+
+
 @pytest.mark.skipif(shutil.which("espeak-ng") is None or shutil.which("flite") is None,
                     reason="espeak-ng and flite (Debian packages espeak-ng, flite) not installed")
 def test_tiny_streaming_run(tmp_path: Path) -> None:
@@ -191,14 +204,8 @@ def test_tiny_streaming_run(tmp_path: Path) -> None:
     runner = load_model(models / "tiny_stream.json")
     rng = np.random.default_rng(4)
     audio = (rng.standard_normal(16000 * 6) * 2000).astype(np.int16)
-    det = Detector([runner], {"hey_jarvis": 0.0}, timed=True)  # threshold 0: every counted run can fire
-    found = {}
-    for chunk in (160, 16000):
-        det.reset()
-        out = [d for i in range(0, len(audio), chunk) for d in det.process(audio[i:i + chunk])]
-        found[chunk] = [(d.t, round(d.score, 6)) for d in out]
-    assert found[160] == found[16000] and found[160]
-    assert min(t for t, _ in found[160]) * 50 >= m.streaming.receptive_frames - 1  # none before the warm-up
+    det, found = _same_for_any_chunking(runner, audio)
+    assert min(t for t, _ in found) * 50 >= m.streaming.receptive_frames - 1  # none before the warm-up
     scores = stream_scores(runner, audio)
     frames = 1 + (len(audio) - 640) // 320  # 40 ms frames every 20 ms, before the flush
     assert det.times.inferences == frames // 3  # one run per 3 new frames, from the first frame on
@@ -237,13 +244,8 @@ def test_tiny_embedding_run(tmp_path: Path) -> None:
     runner = load_model(models / "tiny_embed.json")
     rng = np.random.default_rng(5)
     audio = (rng.standard_normal(16000 * 5) * 2000).astype(np.int16)
-    det = Detector([runner], {"hey_jarvis": 0.0}, timed=True)  # threshold 0: every counted run can fire
-    found = {}
-    for chunk in (160, 16000):
-        det.reset()
-        out = [d for i in range(0, len(audio), chunk) for d in det.process(audio[i:i + chunk])]
-        found[chunk] = [(d.t, round(d.score, 6)) for d in out]
-    assert found[160] == found[16000] and found[160]
+    det, found = _same_for_any_chunking(runner, audio)
+    assert min(t for t, _ in found) >= m.features.samples_for(16) / 16000  # none before 16 embeddings
     frames = 1 + (len(audio) - m.features.frame_len) // m.features.hop
     assert det.times.inferences == frames - 15  # one run per embedding once 16 are there
     scores = stream_scores(runner, audio)
