@@ -141,19 +141,13 @@ def _model_bytes(name: str, sha256: str) -> bytes:
 
 
 def _interpreter(content: bytes, shape: tuple[int, ...]) -> Any:
-    """A one-thread float interpreter with the default (XNNPACK) kernels: this front-end is float and
-    Pi-only, so the int8 bit-exactness that keeps the MFCC models off XNNPACK does not apply."""
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError:
-        try:
-            from tflite_runtime.interpreter import Interpreter
-        except ImportError:
-            raise ModelError("no TFLite interpreter: install ai-edge-litert (pip install ai-edge-litert)") from None
-    from kws_edge.model import _quiet_stderr
+    """A one-thread float interpreter (the runtime's backend) with the default XNNPACK kernels: this front-end
+    is float and Pi-only, so the int8 bit-exactness that keeps the MFCC models off XNNPACK does not apply."""
+    from kws_edge.model import _quiet_stderr, interpreter_backend
 
+    _, factory = interpreter_backend()
     with _quiet_stderr():  # "INFO: Created TensorFlow Lite XNNPACK delegate" on fd 2
-        interp = Interpreter(model_content=content, num_threads=1)
+        interp = factory(model_content=content, delegates=True)
         interp.resize_tensor_input(interp.get_input_details()[0]["index"], list(shape))
         interp.allocate_tensors()
     return interp

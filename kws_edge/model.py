@@ -35,13 +35,16 @@ def interpreter_backend() -> tuple[str, Callable[..., Any]]:
         try:
             from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-            def litert(*, reference: bool = False, **kw: Any) -> Any:
+            def litert(*, reference: bool = False, delegates: bool = False, **kw: Any) -> Any:
                 # The builtin kernels, without the XNNPACK delegate: their int8 outputs equal TFLite Micro's
                 # (<= 1 LSB), so the Pi and the Nano score alike and eval's thresholds hold on both. XNNPACK
                 # would be ~4x faster (27 vs 127 us for hey_jarvis) but its int8 softmax differs by up to 19 LSB.
                 # A streaming model carries every difference forward in its state: it gets the reference
                 # kernels, which TFLite Micro equals bit for bit (tests/test_firmware_tflm_qemu.py).
-                resolver = OpResolverType.BUILTIN_REF if reference else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+                # ``delegates``: the default kernels with XNNPACK, for the float speech-embedding front-end
+                # (Pi only, so no Nano to agree with).
+                resolver = (OpResolverType.BUILTIN_REF if reference else OpResolverType.BUILTIN if delegates
+                            else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
                 return Interpreter(experimental_op_resolver_type=resolver, num_threads=1, **kw)
 
             return "ai-edge-litert", litert
@@ -57,7 +60,7 @@ def interpreter_backend() -> tuple[str, Callable[..., Any]]:
             "tflite-runtime with numpy<2 on platforms without LiteRT wheels"
         ) from None
 
-    def tflite(*, reference: bool = False, **kw: Any) -> Any:
+    def tflite(*, reference: bool = False, delegates: bool = False, **kw: Any) -> Any:
         from tflite_runtime.interpreter import OpResolverType as TfliteResolver
 
         if reference:

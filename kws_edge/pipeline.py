@@ -59,7 +59,7 @@ class _Slot:
 @dataclass
 class _Group:
     params: FeatureParams | EmbeddingParams
-    mfcc: StreamingMfcc | StreamingEmbedding  # the models' front-end
+    front_end: StreamingMfcc | StreamingEmbedding
     slots: list[_Slot]
     ring: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros((0, 0)))
     frames: int = 0  # frames seen
@@ -117,7 +117,7 @@ class Detector:
 
     def reset(self) -> None:
         for g in self._groups:
-            g.mfcc.reset()
+            g.front_end.reset()
             depth = max(s.window for s in g.slots)
             g.ring = np.zeros((2 * depth + 64, g.params.numcep))
             g.frames = 0
@@ -156,7 +156,7 @@ class Detector:
         clock = time.process_time if self.timed else None
         for g in self._groups:
             t0 = clock() if clock else 0.0
-            frames = g.mfcc.flush() if flush else g.mfcc.process(samples)  # type: ignore[arg-type]
+            frames = g.front_end.flush() if flush else g.front_end.process(samples)  # type: ignore[arg-type]
             if clock:
                 self.times.features += clock() - t0
             if len(frames):
